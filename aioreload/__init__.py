@@ -1,0 +1,75 @@
+"""aioreload: restart a program when its code changes or when it asks, from inside asyncio.
+
+The supervisor side (:class:`Supervisor`, :func:`run`'s supervising half) needs anyio and
+watchfiles; the child side (:func:`trigger_reload`, :func:`ready`...) needs only the standard
+library. The supervisor names load lazily (PEP 562) so that a child importing ``aioreload``
+pays for neither.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._types import (
+    AioreloadError,
+    ConfigError,
+    Event,
+    EventKind,
+    NotSupervisedError,
+    ReloadReason,
+    SpawnError,
+    SupervisorClosedError,
+)
+from .child import (
+    ReloadInfo,
+    is_supervised,
+    last_reload,
+    ready,
+    report_ready,
+    request_reload,
+    trigger_reload,
+)
+
+if TYPE_CHECKING:
+    from ._supervisor import EventStream, ReloadRequest, Supervisor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AioreloadError",
+    "ConfigError",
+    "Event",
+    "EventKind",
+    "EventStream",
+    "NotSupervisedError",
+    "ReloadInfo",
+    "ReloadReason",
+    "ReloadRequest",
+    "SpawnError",
+    "Supervisor",
+    "SupervisorClosedError",
+    "__version__",
+    "is_supervised",
+    "last_reload",
+    "ready",
+    "report_ready",
+    "request_reload",
+    "trigger_reload",
+]
+
+_LAZY = {"EventStream": "_supervisor", "ReloadRequest": "_supervisor", "Supervisor": "_supervisor"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aioreload' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"aioreload.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

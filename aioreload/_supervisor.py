@@ -1,0 +1,649 @@
+"""The supervisor: start → wait for (change | trigger | exit) → stop → start, for as long as it runs.
+
+One task owns the child. Changes and triggers only *request* a reload; requests that arrive
+while a stop or start is in progress gather in a single pending batch, so a burst becomes one
+more reload, never a queue of them. Changes that arrive while the old child is stopping join
+the reload in progress: the new child is spawned after them, so it sees them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, final
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from . import _ipc
+from ._process import Child, Guardian, default_stop_signal, signal_name
+from ._types import ConfigError, Event, EventKind, ReloadReason, SpawnError, SupervisorClosedError
+from ._watch import PathFilter, Watcher
+
+__all__ = ["BeforeReload", "EventStream", "ReloadRequest", "Supervisor"]
+
+logger = logging.getLogger(__name__)
+
+# The child's environment variable may not exceed the kernel's per-string limit (128 KiB on Linux).
+_MAX_CHANGES_ENV = 32 * 1024
+
+
+@final
+@dataclass(frozen=True)
+class ReloadRequest:
+    """What a ``before_reload`` hook is told about the reload it may cancel.
+
+    Attributes:
+        reason: The first reason gathered into this reload.
+        changes: Changed paths gathered so far, sorted.
+    """
+
+    reason: ReloadReason
+    changes: tuple[str, ...]
+
+
+BeforeReload = Callable[[ReloadRequest], "bool | None | Awaitable[bool | None]"]
+"""A hook run before the old child is stopped; returning ``False`` cancels the reload."""
+
+
+@dataclass
+class _Pending:
+    reason: ReloadReason
+    changes: set[str] = field(default_factory=set)
+    seq: int = 0
+
+
+@dataclass(eq=False)
+class _Run:
+    """One child and what the supervisor knows about it."""
+
+    child: Child
+    generation: int
+    channel: socket.socket | None = None
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    final_code: int | None = None
+    exit_seen: bool = False
+    stopping: bool = False
+
+
+@final
+class EventStream:
+    """A subscription to a supervisor's lifecycle events.
+
+    Iterate it with ``async for``; use it as a context manager (``with sup.events() as events``)
+    so it is closed when you are done. Events are buffered, none is lost; iteration ends when
+    the supervisor closes.
+    """
+
+    def __init__(self, receive: MemoryObjectReceiveStream[Event]) -> None:
+        self._receive = receive
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def next(self, kind: EventKind | None = None) -> Event:
+        """The next event (of ``kind``, skipping others).
+
+        Raises:
+            SupervisorClosedError: the supervisor closed first.
+        """
+        async for event in self:
+            if kind is None or event.kind is kind:
+                return event
+        raise SupervisorClosedError(f"the supervisor closed before a {kind or 'new'} event")
+
+    def close(self) -> None:
+        """Stop receiving events."""
+        self._receive.close()
+
+
+def _thread_safe_scheduler() -> Callable[[Callable[[], object]], None]:
+    """A callable that runs a function soon on the current event loop, from any thread."""
+    try:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        return token.run_sync_soon
+    return loop.call_soon_threadsafe
+
+
+@final
+class Supervisor:
+    """Runs a command as a child process and restarts it on file changes and on request.
+
+    Use it as an async context manager inside any running event loop::
+
+        async with aioreload.Supervisor(["python", "app.py"], watch=["."]) as sup:
+            await sup.wait()          # until the program finishes for good
+
+    On entry the first child is started (errors such as a missing command raise here); one
+    background task then owns the child. Leaving the block, or cancelling the task inside
+    it, stops the child gracefully (``stop_signal`` to its process group, ``stop_timeout``,
+    then SIGKILL) and returns; nothing keeps running.
+
+    Args:
+        command: The program and its arguments.
+        watch: Folders and files whose changes reload the child (recursively for folders).
+        ignore: Extra glob patterns of paths to ignore (names or paths relative to a watch root).
+        extensions: When given, only files with these suffixes count (``[".py", ".toml"]``).
+        debounce: Quiet period in seconds: a reload waits until no new change arrives for this long.
+        debounce_max: Cap in seconds on how long a stream of changes can delay a reload.
+        poll: Poll the file system instead of using OS notifications (network file systems).
+        stop_signal: Signal that asks the child to stop (default SIGINT; CTRL_BREAK on Windows).
+        stop_timeout: Seconds to wait after ``stop_signal`` before killing the process group.
+        before_reload: Sync or async hook run before the old child is stopped; returning
+            ``False`` cancels that reload. It receives a :class:`ReloadRequest`.
+        env: The child's environment (default: this process's), to which ``AIORELOAD_*`` is added.
+        cwd: The child's working folder (default: this process's).
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        watch: Iterable[str | os.PathLike[str]] = (),
+        ignore: Iterable[str] = (),
+        extensions: Iterable[str] = (),
+        debounce: float = 0.05,
+        debounce_max: float = 1.0,
+        poll: bool = False,
+        stop_signal: int | None = None,
+        stop_timeout: float = 5.0,
+        before_reload: BeforeReload | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if isinstance(command, str) or not command:
+            raise ConfigError("command must be a non-empty list of strings, e.g. ['python', 'app.py']")
+        if not all(isinstance(a, str) for a in command):
+            raise ConfigError("command must be a list of strings")
+        for name, value in (("debounce", debounce), ("debounce_max", debounce_max), ("stop_timeout", stop_timeout)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        self.command = tuple(command)
+        self._cwd = None if cwd is None else os.fspath(cwd)
+        base = Path(self._cwd) if self._cwd else Path.cwd()
+        roots = []
+        for item in watch:
+            path = (base / os.fspath(item)).resolve()
+            if not path.exists():
+                raise ConfigError(f"watch path does not exist: {os.fspath(item)!r} (create it or fix the path)")
+            roots.append(path)
+        self.stop_signal = default_stop_signal() if stop_signal is None else int(stop_signal)
+        self.stop_timeout = float(stop_timeout)
+        self._before_reload = before_reload
+        self._env = dict(os.environ if env is None else env)
+        self._watcher = Watcher(
+            roots,
+            path_filter=PathFilter(ignore=ignore, extensions=extensions, roots=roots),
+            debounce=debounce,
+            debounce_max=debounce_max,
+            poll=poll,
+        )
+        self._run: _Run | None = None
+        self._generation = 0
+        self._pending: _Pending | None = None
+        self._seq = 0
+        self._outcomes: dict[int, bool] = {}
+        self._wake = anyio.Event()
+        self._progress = anyio.Event()
+        self._finished = anyio.Event()
+        self._subscribers: list[MemoryObjectSendStream[Event]] = []
+        self._exit_code: int | None = None
+        self._last_returncode: int | None = None
+        self._state = "new"
+        self._guardian: Guardian | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._inner: anyio.abc.TaskGroup | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._schedule: Callable[[Callable[[], object]], None] | None = None
+
+    def __repr__(self) -> str:
+        pid = self.pid
+        return (
+            f"<Supervisor {self._state} command={' '.join(self.command)!r} "
+            f"pid={pid} generation={self._generation}>"
+        )
+
+    # -- public surface -------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id, or ``None`` between children."""
+        run = self._run
+        return run.child.pid if run is not None and run.child.returncode is None else None
+
+    @property
+    def generation(self) -> int:
+        """How many children this supervisor has started."""
+        return self._generation
+
+    @property
+    def state(self) -> str:
+        """``new``, ``running``, ``stopping``, ``starting``, ``waiting`` (no child) or ``closed``."""
+        return self._state
+
+    @property
+    def last_returncode(self) -> int | None:
+        """Exit status of the most recent child that ended, if any."""
+        return self._last_returncode
+
+    @property
+    def guardian_pid(self) -> int | None:
+        """The process id of the watchdog that cleans up if this process is killed."""
+        return None if self._guardian is None else self._guardian.pid
+
+    def events(self) -> EventStream:
+        """Subscribe to lifecycle events from now on (see :class:`EventKind`)."""
+        send, receive = anyio.create_memory_object_stream[Event](float("inf"))
+        if self._state == "closed":
+            send.close()
+        else:
+            self._subscribers.append(send)
+        return EventStream(receive)
+
+    async def reload(self, *, wait_ready: bool = False) -> bool:
+        """Restart the child and return once the new one has started (or is ready).
+
+        Concurrent calls, triggers and file changes coalesce into as few reloads as possible.
+
+        Args:
+            wait_ready: Also wait until the new child reports readiness (or exits).
+
+        Returns:
+            ``True`` when a new child was started, ``False`` when ``before_reload`` cancelled it
+            or the new child could not be spawned.
+
+        Raises:
+            SupervisorClosedError: the supervisor closed before the reload happened.
+        """
+        self._check_open()
+        seq = self._request(ReloadReason.TRIGGER)
+        while True:
+            outcome = self._outcome(seq)
+            if outcome is not None:
+                break
+            if self._state == "closed":
+                raise SupervisorClosedError("the supervisor closed before the reload happened")
+            await self._progress.wait()
+        run = self._run
+        if outcome and wait_ready and run is not None:
+            async with anyio.create_task_group() as tg:
+
+                async def _exit() -> None:
+                    await run.child.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(_exit)
+                await run.ready.wait()
+                tg.cancel_scope.cancel()
+        return outcome
+
+    def request_reload(self) -> None:
+        """Ask for a reload and return at once. Safe from other threads and signal handlers."""
+        schedule = self._schedule
+        if schedule is None or self._state == "closed":
+            raise SupervisorClosedError("the supervisor is not running")
+        schedule(lambda: self._request(ReloadReason.TRIGGER))
+
+    async def wait(self) -> int:
+        """Wait until the supervisor finishes and return the exit code.
+
+        The supervisor finishes by itself when a child started through :func:`aioreload.run`
+        reports that its program ended for good; the code is that program's. Otherwise it
+        runs until the ``async with`` block ends or is cancelled.
+        """
+        await self._finished.wait()
+        if self._exit_code is not None:
+            return self._exit_code
+        return self._last_returncode or 0
+
+    async def run(self) -> int:
+        """Enter, wait until finished and exit: ``tg.start_soon(sup.run)`` in a task group."""
+        async with self:
+            return await self.wait()
+
+    def _kill_now(self) -> None:
+        """Kill the current child's process group without waiting (the CLI's second Ctrl+C)."""
+        run = self._run
+        if run is not None and run.child.returncode is None:
+            run.child.kill()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Supervisor:
+        if self._state != "new":
+            raise RuntimeError("a Supervisor can be entered only once")
+        self._state = "starting"
+        self._schedule = _thread_safe_scheduler()
+        self._guardian = await Guardian.start(self.stop_signal)
+        try:
+            first = await self._spawn(ReloadReason.FIRST_START, ())
+        except BaseException:
+            await self._guardian.aclose()
+            self._close_subscribers()
+            self._state = "closed"
+            raise
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            await self._tg.start(self._main, first)
+        except BaseException as exc:
+            await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if self._scope is not None:
+            self._scope.cancel()
+        assert self._tg is not None
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    def _check_open(self) -> None:
+        if self._state in ("new", "closed"):
+            raise SupervisorClosedError("the supervisor is not running; use it inside `async with`")
+
+    async def _main(self, first: _Run, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        try:
+            with anyio.CancelScope() as self._scope:
+                async with anyio.create_task_group() as tg:
+                    self._inner = tg
+                    tg.start_soon(self._watcher.run, self._on_changes)
+                    self._adopt(first)
+                    task_status.started()
+                    self._exit_code = await self._supervise()
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                run = self._run
+                if run is not None and run.child.returncode is None:
+                    await self._stop(run)
+                assert self._guardian is not None
+                await self._guardian.aclose()
+            self._state = "closed"
+            self._close_subscribers()
+            self._finished.set()
+            self._progress.set()
+
+    async def _supervise(self) -> int:
+        """Run children until one reports a final exit; return its code."""
+        while True:
+            batch = await self._next_batch()
+            if batch is None:
+                run = self._run
+                assert run is not None and run.final_code is not None
+                return run.final_code
+            run = self._run
+            if run is not None and run.child.returncode is None:
+                await self._stop(run)
+            # Everything requested while the old child was stopping joins this start.
+            if self._pending is not None:
+                extra = self._take()
+                batch.changes |= extra.changes
+                batch.seq = extra.seq
+            self._state = "starting"
+            try:
+                new = await self._spawn(batch.reason, sorted(batch.changes))
+            except SpawnError as exc:
+                self._run = None
+                self._state = "waiting"
+                self._emit(EventKind.SPAWN_FAILED, reason=batch.reason, message=str(exc))
+                self._settle(batch.seq, False)
+                continue
+            self._adopt(new)
+            self._settle(batch.seq, True)
+
+    async def _next_batch(self) -> _Pending | None:
+        """Wait for the next approved reload; ``None`` when the program finished for good."""
+        while True:
+            run = self._run
+            if run is not None and run.child.returncode is not None and not run.exit_seen:
+                run.exit_seen = True
+                code = run.child.returncode
+                self._last_returncode = code
+                self._state = "waiting"
+                self._emit(EventKind.EXITED, run=run, returncode=code)
+                if run.final_code is not None:
+                    return None
+            if self._pending is not None:
+                batch = self._take()
+                if await self._approve(batch):
+                    return batch
+                self._emit(EventKind.SKIPPED, reason=batch.reason, changes=sorted(batch.changes))
+                self._settle(batch.seq, False)
+                continue
+            await self._wake.wait()
+            self._wake = anyio.Event()
+
+    async def _approve(self, batch: _Pending) -> bool:
+        hook = self._before_reload
+        if hook is None:
+            return True
+        request = ReloadRequest(batch.reason, tuple(sorted(batch.changes)))
+        try:
+            result = hook(request)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            logger.exception("before_reload hook failed; reloading anyway")
+            return True
+        return result is not False
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _request(self, reason: ReloadReason, changes: Iterable[str] = ()) -> int:
+        self._seq += 1
+        if self._pending is None:
+            self._pending = _Pending(reason)
+        self._pending.changes.update(changes)
+        self._pending.seq = self._seq
+        self._wake.set()
+        return self._seq
+
+    def _take(self) -> _Pending:
+        batch, self._pending = self._pending, None
+        assert batch is not None
+        return batch
+
+    def _settle(self, seq: int, outcome: bool) -> None:
+        self._outcomes[seq] = outcome
+        if len(self._outcomes) > 256:
+            for key in sorted(self._outcomes)[:-128]:
+                del self._outcomes[key]
+        self._progress.set()
+        self._progress = anyio.Event()
+
+    def _outcome(self, seq: int) -> bool | None:
+        settled = [key for key in self._outcomes if key >= seq]
+        return self._outcomes[min(settled)] if settled else None
+
+    def _on_changes(self, paths: frozenset[str]) -> None:
+        self._emit(EventKind.CHANGED, changes=sorted(paths))
+        self._request(ReloadReason.FILE_CHANGE, paths)
+
+    # -- children -------------------------------------------------------------------------
+
+    def _child_env(self, reason: ReloadReason, changes: Sequence[str], fd: int | None) -> dict[str, str]:
+        env = dict(self._env)
+        env[_ipc.ENV_REASON] = reason.value
+        encoded = json.dumps(list(changes))
+        while len(encoded) > _MAX_CHANGES_ENV and changes:
+            changes = changes[: len(changes) // 2]
+            encoded = json.dumps(list(changes))
+        env[_ipc.ENV_CHANGES] = encoded
+        env[_ipc.ENV_GENERATION] = str(self._generation)
+        env[_ipc.ENV_SPAWNED] = str(time.time_ns())
+        if fd is None:
+            env.pop(_ipc.ENV_FD, None)
+        else:
+            env[_ipc.ENV_FD] = str(fd)
+        return env
+
+    async def _spawn(self, reason: ReloadReason, changes: Sequence[str]) -> _Run:
+        self._generation += 1
+        ours: socket.socket | None = None
+        theirs: socket.socket | None = None
+        if _ipc.SUPPORTED:
+            ours, theirs = _ipc.make_pair()
+        try:
+            env = self._child_env(reason, changes, None if theirs is None else theirs.fileno())
+            with anyio.CancelScope(shield=True):
+                child = await Child.spawn(
+                    self.command,
+                    env=env,
+                    cwd=self._cwd,
+                    pass_fds=() if theirs is None else (theirs.fileno(),),
+                    stop_signal=self.stop_signal,
+                )
+                assert self._guardian is not None
+                await self._guardian.watch(child.pid)
+        except BaseException:
+            if ours is not None:
+                ours.close()
+            raise
+        finally:
+            if theirs is not None:
+                theirs.close()
+        run = _Run(child, self._generation, ours)
+        elapsed = time.monotonic() - child.started
+        self._run = run
+        self._state = "running"
+        logger.info("started %s [pid %d] (%s)", " ".join(self.command), child.pid, reason.value)
+        self._emit(EventKind.STARTED, run=run, reason=reason, changes=changes, elapsed=elapsed)
+        return run
+
+    def _adopt(self, run: _Run) -> None:
+        """Start the tasks that follow one child: its exit and its channel."""
+        assert self._inner is not None
+        self._inner.start_soon(self._follow, run)
+
+    async def _follow(self, run: _Run) -> None:
+        try:
+            with run.scope:
+                async with anyio.create_task_group() as tg:
+                    if run.channel is not None:
+                        tg.start_soon(self._listen, run, run.channel)
+                    await run.child.wait()
+                    self._wake.set()
+                    tg.cancel_scope.cancel()
+        finally:
+            if run.channel is not None:
+                run.channel.close()  # a no-op when the stream already closed it
+
+    async def _listen(self, run: _Run, sock: socket.socket) -> None:
+        stream = await anyio.abc.SocketStream.from_socket(sock)
+        async with stream:
+            buffer = b""
+            while True:
+                try:
+                    data = await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return
+                buffer += data
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    message = _ipc.decode(line)
+                    if message is not None:
+                        self._handle(run, message)
+
+    def _handle(self, run: _Run, message: dict[str, Any]) -> None:
+        op = message["op"]
+        current = run is self._run and not run.stopping
+        if op == "reload":
+            if current:
+                self._request(ReloadReason.TRIGGER)
+        elif op == "ready":
+            if not run.ready.is_set():
+                run.ready.set()
+                self._emit(EventKind.READY, run=run, elapsed=time.monotonic() - run.child.started)
+        elif op == "exit":
+            code = message.get("code")
+            run.final_code = code if isinstance(code, int) else 1
+        else:
+            logger.debug("ignoring unknown message %r from pid %d", op, run.child.pid)
+
+    async def _stop(self, run: _Run) -> None:
+        run.stopping = True
+        self._state = "stopping"
+        self._emit(EventKind.STOPPING, run=run, message=signal_name(self.stop_signal))
+        began = time.monotonic()
+        code, killed = await run.child.stop(self.stop_signal, self.stop_timeout)
+        run.exit_seen = True
+        run.scope.cancel()
+        assert self._guardian is not None
+        await self._guardian.watch(0)
+        self._last_returncode = code
+        self._state = "waiting"
+        if killed:
+            logger.warning("child [pid %d] ignored %s for %.1fs; killed", run.child.pid,
+                           signal_name(self.stop_signal), self.stop_timeout)
+        self._emit(EventKind.STOPPED, run=run, returncode=code, elapsed=time.monotonic() - began, killed=killed)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        kind: EventKind,
+        *,
+        run: _Run | None = None,
+        reason: ReloadReason | None = None,
+        changes: Sequence[str] = (),
+        returncode: int | None = None,
+        elapsed: float | None = None,
+        killed: bool = False,
+        message: str = "",
+    ) -> None:
+        event = Event(
+            kind,
+            run.generation if run is not None else self._generation,
+            pid=run.child.pid if run is not None else None,
+            reason=reason,
+            changes=tuple(changes),
+            returncode=returncode,
+            elapsed=elapsed,
+            killed=killed,
+            message=message,
+        )
+        logger.debug("%s", event)
+        for send in list(self._subscribers):
+            try:
+                send.send_nowait(event)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._subscribers.remove(send)
+
+    def _close_subscribers(self) -> None:
+        for send in self._subscribers:
+            send.close()
+        self._subscribers.clear()
+

@@ -1,0 +1,141 @@
+"""The change source: watchfiles adapter, filters and debounce. The only module importing watchfiles.
+
+watchfiles groups raw OS events itself: after the first event it waits until ``step``
+milliseconds pass with no new path (our ``debounce``, the quiet period that restarts on each
+new event), or until ``debounce`` milliseconds pass in all (our ``debounce_max``, the cap).
+One conversion from our float seconds to its milliseconds happens here, nowhere else.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import final
+
+import anyio
+import watchfiles
+
+__all__ = ["DEFAULT_IGNORE_DIRS", "DEFAULT_IGNORE_GLOBS", "PathFilter", "Watcher"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IGNORE_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "__pycache__",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".tox",
+        ".nox",
+        ".venv",
+        "venv",
+        ".direnv",
+        "node_modules",
+        ".idea",
+        ".vscode",
+    }
+)
+DEFAULT_IGNORE_GLOBS = (
+    "*.py[cod]",
+    "*.sw[a-p]",
+    "*.swx",
+    "*~",
+    ".#*",
+    "#*#",
+    "4913",
+    ".DS_Store",
+    "*.tmp",
+    "*.crswap",
+)
+
+
+@final
+class PathFilter:
+    """Decides which changed paths matter.
+
+    A path is ignored when one of its folders is an ignored folder name, or when its name (or
+    its path relative to a watch root) matches an ignore glob. With ``extensions`` set, only
+    files with one of those suffixes count.
+    """
+
+    def __init__(
+        self,
+        *,
+        ignore: Iterable[str] = (),
+        ignore_dirs: Iterable[str] = DEFAULT_IGNORE_DIRS,
+        extensions: Iterable[str] = (),
+        roots: Sequence[Path] = (),
+    ) -> None:
+        self.ignore_dirs = frozenset(ignore_dirs)
+        self.globs = (*DEFAULT_IGNORE_GLOBS, *ignore)
+        self.extensions = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
+        self.roots = tuple(str(r) for r in roots)
+
+    def __call__(self, path: str) -> bool:
+        """Whether a change to ``path`` should cause a reload."""
+        parts = Path(path).parts
+        if any(part in self.ignore_dirs for part in parts[:-1]):
+            return False
+        name = parts[-1] if parts else path
+        if self.extensions and not name.endswith(self.extensions):
+            return False
+        relative = self._relative(path)
+        for glob in self.globs:
+            if fnmatch.fnmatch(name, glob) or (relative and fnmatch.fnmatch(relative, glob)):
+                return False
+        return not (relative and any(part in self.ignore_dirs for part in Path(relative).parts))
+
+    def _relative(self, path: str) -> str:
+        for root in self.roots:
+            if path.startswith(root + os.sep):
+                return path[len(root) + 1 :]
+        return ""
+
+
+@final
+class Watcher:
+    """Watches folders and files and hands each debounced batch of changed paths to ``emit``."""
+
+    def __init__(
+        self,
+        roots: Sequence[Path],
+        *,
+        path_filter: PathFilter,
+        debounce: float,
+        debounce_max: float,
+        poll: bool = False,
+    ) -> None:
+        self.roots = tuple(roots)
+        self._filter = path_filter
+        self._step_ms = max(1, round(debounce * 1000))
+        self._cap_ms = max(self._step_ms, round(debounce_max * 1000))
+        self._poll = poll
+
+    def __repr__(self) -> str:
+        return f"<Watcher roots={len(self.roots)} poll={self._poll}>"
+
+    def _keep(self, _change: watchfiles.Change, path: str) -> bool:
+        return self._filter(path)
+
+    async def run(self, emit: Callable[[frozenset[str]], None]) -> None:
+        """Watch until cancelled."""
+        if not self.roots:
+            await anyio.sleep_forever()
+        async for changes in watchfiles.awatch(
+            *self.roots,
+            watch_filter=self._keep,
+            debounce=self._cap_ms,
+            step=self._step_ms,
+            force_polling=self._poll or None,
+            ignore_permission_denied=True,
+        ):
+            paths = frozenset(path for _, path in changes)
+            if paths:
+                logger.debug("changes: %s", sorted(paths))
+                emit(paths)

@@ -1,0 +1,136 @@
+"""The API a supervised program uses to talk to its supervisor. Standard library only.
+
+Importing this module (or ``aioreload``) in the child must stay cheap: it sits on every
+reload's critical path, so nothing here imports asyncio, anyio or watchfiles.
+
+Example::
+
+    import aioreload
+
+    async def on_update_command() -> None:
+        if await tests_pass():
+            await aioreload.trigger_reload()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import final
+
+from . import _ipc
+from ._types import NotSupervisedError, ReloadReason
+
+__all__ = [
+    "ReloadInfo",
+    "is_supervised",
+    "last_reload",
+    "ready",
+    "report_ready",
+    "request_reload",
+    "trigger_reload",
+]
+
+_lock = threading.Lock()
+_channel: _ipc.ChildChannel | None = None
+_opened = False
+
+
+def _get_channel() -> _ipc.ChildChannel | None:
+    global _channel, _opened
+    with _lock:
+        if not _opened:
+            _opened = True
+            _channel = _ipc.ChildChannel.from_environ()
+        return _channel
+
+
+def _send(op: str, **fields: object) -> None:
+    channel = _get_channel()
+    if channel is None:
+        raise NotSupervisedError(
+            f"this process was not started by an aioreload supervisor, so {op!r} has no one to "
+            "tell; run it under `aioreload -- ...` or `aioreload.run(main)`, or check "
+            "aioreload.is_supervised() first"
+        )
+    try:
+        channel.send(op, **fields)
+    except OSError as exc:
+        raise NotSupervisedError(f"the aioreload supervisor is gone ({exc.strerror or exc})") from exc
+
+
+def is_supervised() -> bool:
+    """Whether this process was started by an aioreload supervisor that can hear it."""
+    return _get_channel() is not None
+
+
+def request_reload() -> None:
+    """Ask the supervisor to restart this program. Returns at once; thread-safe.
+
+    The supervisor then stops this process gracefully (its stop signal) and starts a new one.
+    Several requests before the stop coalesce into one reload.
+
+    Raises:
+        NotSupervisedError: no supervisor started this process, or it is gone.
+    """
+    _send("reload")
+
+
+async def trigger_reload() -> None:
+    """Ask the supervisor to restart this program (the coroutine form of :func:`request_reload`).
+
+    The request is a few bytes on a local socket, so it never blocks the event loop for long.
+
+    Raises:
+        NotSupervisedError: no supervisor started this process, or it is gone.
+    """
+    _send("reload")
+
+
+def report_ready() -> None:
+    """Tell the supervisor this program is serving. Returns at once; thread-safe.
+
+    Does nothing when not supervised, so a program can call it unconditionally.
+    """
+    if is_supervised():
+        _send("ready")
+
+
+async def ready() -> None:
+    """Tell the supervisor this program is serving (the coroutine form of :func:`report_ready`)."""
+    report_ready()
+
+
+@final
+@dataclass(frozen=True)
+class ReloadInfo:
+    """Why this process was started.
+
+    Attributes:
+        reason: First start, file change, trigger or crash restart.
+        changes: Changed paths behind the reload (may be cut short for very large changes).
+        generation: 1 for the supervisor's first child, then counting up.
+    """
+
+    reason: ReloadReason
+    changes: tuple[str, ...] = field(default=())
+    generation: int = 0
+
+
+def last_reload() -> ReloadInfo | None:
+    """Why the supervisor started this process, or ``None`` when not supervised."""
+    reason = os.environ.get(_ipc.ENV_REASON)
+    if reason is None:
+        return None
+    try:
+        parsed = ReloadReason(reason)
+    except ValueError:
+        return None
+    try:
+        changes = tuple(str(p) for p in json.loads(os.environ.get(_ipc.ENV_CHANGES, "[]")))
+    except ValueError:
+        changes = ()
+    generation = os.environ.get(_ipc.ENV_GENERATION, "0")
+    return ReloadInfo(parsed, changes, int(generation) if generation.isdigit() else 0)
