@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from typing import Any, final
 
 import anyio
 import anyio.abc
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio installs the backport there
+    from exceptiongroup import BaseExceptionGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import _ipc
@@ -368,7 +372,20 @@ class Supervisor:
         if self._scope is not None:
             self._scope.cancel()
         assert self._tg is not None
-        return await self._tg.__aexit__(exc_type, exc, tb)
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The body of `async with` runs inside our task group; give its own exception
+            # back to it rather than a group the caller did not ask for.
+            if len(group.exceptions) != 1:
+                raise
+            single = group.exceptions[0]
+            cause, context = single.__cause__, single.__context__
+            try:
+                raise single  # noqa: B904 - restored below
+            finally:
+                single.__cause__, single.__context__ = cause, context
+                del single
 
     def _check_open(self) -> None:
         if self._state in ("new", "closed"):
@@ -382,7 +399,10 @@ class Supervisor:
                     tg.start_soon(self._watcher.run, self._on_changes)
                     self._adopt(first)
                     task_status.started()
-                    self._exit_code = await self._supervise()
+                    try:
+                        self._exit_code = await self._supervise()
+                    finally:
+                        self._watcher.stop()
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -640,6 +660,7 @@ class Supervisor:
             try:
                 send.send_nowait(event)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                send.close()
                 self._subscribers.remove(send)
 
     def _close_subscribers(self) -> None:

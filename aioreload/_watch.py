@@ -116,6 +116,15 @@ class Watcher:
         self._step_ms = max(1, round(debounce * 1000))
         self._cap_ms = max(self._step_ms, round(debounce_max * 1000))
         self._poll = poll
+        self._stop = anyio.Event()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return within one debounce step.
+
+        Cancelling alone is not enough: watchfiles waits in a worker thread that only looks
+        at its stop event, and would otherwise hold the cancellation for up to 5 s.
+        """
+        self._stop.set()
 
     def __repr__(self) -> str:
         return f"<Watcher roots={len(self.roots)} poll={self._poll}>"
@@ -126,9 +135,11 @@ class Watcher:
     async def run(self, emit: Callable[[frozenset[str]], None]) -> None:
         """Watch until cancelled."""
         if not self.roots:
-            await anyio.sleep_forever()
+            await self._stop.wait()
+            return
         async for changes in watchfiles.awatch(
             *self.roots,
+            stop_event=self._stop,
             watch_filter=self._keep,
             debounce=self._cap_ms,
             step=self._step_ms,

@@ -1,0 +1,270 @@
+"""The supervisor with real child processes and real file changes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+from conftest import Lines, Project, child
+
+import aioreload
+from aioreload import EventKind, ReloadReason, ReloadRequest, Supervisor
+
+pytestmark = pytest.mark.anyio
+
+
+def make(project: Project, command: list[str], **options: Any) -> Supervisor:
+    options.setdefault("watch", [project.root])
+    options.setdefault("stop_timeout", 3.0)
+    options.setdefault("debounce", 0.02)
+    options.setdefault("debounce_max", 0.5)
+    return Supervisor(command, env=project.env, **options)
+
+
+async def armed() -> None:
+    """Return once every supervisor task is blocked, so the file watcher is registered."""
+    await anyio.wait_all_tasks_blocked()
+
+
+async def test_restart_on_change_with_graceful_stop(project: Project, lines: Lines) -> None:
+    sup = make(project, child("ready_wait"))
+    with sup.events() as events:
+        async with sup:
+            first = await lines.next("READY")
+            assert first[2] == "1"
+            await armed()
+            project.set_version(2)
+            second = await lines.next("READY")
+            assert second[2] == "2"
+            # The old child ran its finally block: the stop was graceful.
+            assert ["CLEANUP", first[1]] in lines.all
+            assert ["CLEANED", first[1]] in lines.all
+            started = [e async for e in _until(events, EventKind.STARTED, 2)]
+            assert started[-1].reason is ReloadReason.FILE_CHANGE
+            assert str(project.version_file) in started[-1].changes
+            stopped = [e for e in started if e.kind is EventKind.STOPPED]
+            assert stopped and not stopped[0].killed
+        assert sup.state == "closed"
+    assert not psutil.pid_exists(int(second[1])) or psutil.Process(int(second[1])).status() == "zombie"
+
+
+async def _until(events: aioreload.EventStream, kind: EventKind, count: int) -> Any:
+    seen = 0
+    with anyio.fail_after(10):
+        async for event in events:
+            yield event
+            if event.kind is kind:
+                seen += 1
+                if seen == count:
+                    return
+
+
+async def test_reload_returns_after_new_child_started(project: Project, lines: Lines) -> None:
+    async with make(project, child("ready_wait"), watch=[]) as sup:
+        first = await lines.next("READY")
+        assert sup.pid == int(first[1])
+        assert await sup.reload() is True
+        assert sup.generation == 2
+        assert sup.pid is not None and sup.pid != int(first[1])
+        second = await lines.next("READY")
+        assert int(second[1]) == sup.pid
+        assert f"generation=2" in repr(sup)
+
+
+async def test_request_reload_from_another_thread(project: Project, lines: Lines) -> None:
+    async with make(project, child("ready_wait"), watch=[]) as sup:
+        with sup.events() as events:
+            await lines.next("READY")
+            thread = threading.Thread(target=sup.request_reload)
+            thread.start()
+            started = await events.next(EventKind.STARTED)
+            thread.join()
+            assert started.reason is ReloadReason.TRIGGER
+            await lines.next("READY")
+
+
+async def test_stop_escalates_to_sigkill_after_stop_timeout(project: Project, lines: Lines) -> None:
+    async with make(project, child("ignore_stop"), watch=[], stop_timeout=0.3) as sup:
+        with sup.events() as events:
+            await lines.next("READY")
+            began = time.monotonic()
+            await sup.reload()
+            took = time.monotonic() - began
+            stopped = await events.next(EventKind.STOPPED)
+    assert stopped.killed
+    assert lines.count("GOT-SIGINT") == 1  # signalled once, then killed
+    assert 0.3 <= took < 2.0, took
+
+
+@pytest.mark.parametrize("variant", ["plain", "ignore"])
+async def test_reload_leaves_no_grandchild(project: Project, lines: Lines, variant: str) -> None:
+    async with make(project, child("grandchild", variant), watch=[], stop_timeout=0.5) as sup:
+        first = await lines.next("READY")
+        grandchild = psutil.Process(int(first[4]))
+        await sup.reload()
+        await lines.next("READY")
+        # reload() returned only after the whole old process group was gone.
+        assert not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE
+
+
+async def test_burst_of_200_writes_gives_one_restart(project: Project, lines: Lines) -> None:
+    async with make(project, child("ready_wait"), debounce=0.05, debounce_max=1.0) as sup:
+        with sup.events() as events:
+            await lines.next("READY")
+            await armed()
+            for i in range(199):
+                (project.root / f"module_{i}.py").write_text(f"x = {i}\n")
+            project.set_version("final")
+            ready = await lines.next("READY")
+            assert ready[2] == "final"
+            restart = await events.next(EventKind.STARTED)
+            assert len(restart.changes) == 200
+            # Nothing else may follow: wait out the debounce cap and then some.
+            with anyio.move_on_after(1.5):
+                extra = await events.next(EventKind.STARTED)
+                pytest.fail(f"a second restart followed the burst: generation {extra.generation}")
+            assert sup.generation == 2
+            assert lines.count("READY") == 2
+
+
+async def test_child_exit_waits_for_change(project: Project, lines: Lines) -> None:
+    async with make(project, child("exit_code", "3")) as sup:
+        with sup.events() as events:
+            await lines.next("READY")
+            exited = await events.next(EventKind.EXITED)
+            assert exited.returncode == 3
+            assert sup.state == "waiting" and sup.pid is None
+            with anyio.move_on_after(0.5):
+                await events.next(EventKind.STARTED)
+                pytest.fail("restarted without a change")
+            await armed()
+            project.set_version(2)
+            started = await events.next(EventKind.STARTED)
+            assert started.reason is ReloadReason.FILE_CHANGE
+            assert (await lines.next("READY"))[2] == "2"
+            assert sup.last_returncode is not None
+
+
+async def test_cancelling_the_supervisor_stops_the_child(project: Project, lines: Lines) -> None:
+    fds_before = len(list(Path("/proc/self/fd").iterdir())) if Path("/proc/self/fd").exists() else 0
+    with anyio.CancelScope() as scope:
+        async with make(project, child("ready_wait")) as sup:
+            ready = await lines.next("READY")
+            guardian = sup.guardian_pid
+            scope.cancel()
+            await anyio.sleep_forever()  # noqa: TID251 - cancelled at once
+    assert sup.state == "closed"
+    assert ["CLEANED", ready[1]] in lines.all
+    for pid in (int(ready[1]), guardian):
+        assert pid is None or not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    if fds_before:
+        assert len(list(Path("/proc/self/fd").iterdir())) <= fds_before
+
+
+async def test_requests_during_stop_join_the_reload_in_progress(project: Project, lines: Lines) -> None:
+    """Triggers that arrive while the old child shuts down are served by the child started next."""
+    async with make(project, child("ready_wait", "slow-stop", "0.3"), watch=[]) as sup:
+        with sup.events() as events:
+            first = await lines.next("READY")
+            sup.request_reload()
+            await events.next(EventKind.STOPPING)
+            await lines.next("CLEANUP", first[1])
+            for _ in range(20):  # all while the old child is still in its finally block
+                sup.request_reload()
+            await events.next(EventKind.STARTED)
+            with anyio.move_on_after(0.8):
+                await events.next(EventKind.STARTED)
+                pytest.fail("requests made during the stop caused another reload")
+            # A second SIGINT would have interrupted the slow finally block before CLEANED.
+            assert ["CLEANED", first[1]] in lines.all
+    assert sup.generation == 2
+
+
+async def test_request_during_start_causes_exactly_one_more_reload(project: Project, lines: Lines) -> None:
+    async with make(project, child("ready_wait"), watch=[]) as sup:
+        with sup.events() as events:
+            await lines.next("READY")
+            sup.request_reload()
+            await events.next(EventKind.STOPPED)
+            # The next child is being spawned now: these requests come after its start began.
+            started = await events.next(EventKind.STARTED)
+            for _ in range(50):
+                sup.request_reload()
+            again = await events.next(EventKind.STARTED)
+            assert again.generation == started.generation + 1
+            with anyio.move_on_after(0.8):
+                await events.next(EventKind.STARTED)
+                pytest.fail("a queue of reloads followed")
+    assert sup.generation == 3
+
+
+async def test_before_reload_can_cancel(project: Project, lines: Lines) -> None:
+    seen: list[ReloadRequest] = []
+
+    async def hook(request: ReloadRequest) -> bool:
+        seen.append(request)
+        return False
+
+    async with make(project, child("ready_wait"), before_reload=hook) as sup:
+        with sup.events() as events:
+            first = await lines.next("READY")
+            await armed()
+            project.set_version(2)
+            skipped = await events.next(EventKind.SKIPPED)
+            assert skipped.reason is ReloadReason.FILE_CHANGE
+            assert sup.pid == int(first[1])
+            assert await sup.reload() is False
+    assert seen[0].reason is ReloadReason.FILE_CHANGE
+    assert str(project.version_file) in seen[0].changes
+    assert seen[1].reason is ReloadReason.TRIGGER
+
+
+async def test_sync_before_reload_hook_allows(project: Project, lines: Lines) -> None:
+    calls: list[ReloadReason] = []
+    async with make(project, child("ready_wait"), watch=[], before_reload=lambda r: calls.append(r.reason)) as sup:
+        await lines.next("READY")
+        assert await sup.reload() is True
+    assert calls == [ReloadReason.TRIGGER]
+
+
+async def test_missing_command_raises_spawn_error(project: Project) -> None:
+    with pytest.raises(aioreload.SpawnError, match="command not found"):
+        async with make(project, ["definitely-not-a-command-xyz"]):
+            pytest.fail("entered")
+
+
+def test_missing_watch_path_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(aioreload.ConfigError, match="watch path does not exist"):
+        Supervisor(["true"], watch=[tmp_path / "nope"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"stop_timeout": -1}, "stop_timeout"),
+        ({"debounce": "fast"}, "debounce"),
+    ],
+)
+def test_bad_options_are_config_errors(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(aioreload.ConfigError, match=message):
+        Supervisor(["true"], **options)
+
+
+def test_command_must_be_a_list() -> None:
+    with pytest.raises(aioreload.ConfigError, match="list"):
+        Supervisor("python app.py")  # type: ignore[arg-type]
+
+
+async def test_reload_on_closed_supervisor_raises(project: Project, lines: Lines) -> None:
+    sup = make(project, child("ready_wait"), watch=[])
+    with pytest.raises(aioreload.SupervisorClosedError):
+        await sup.reload()
+    async with sup:
+        await lines.next("READY")
+    with pytest.raises(aioreload.SupervisorClosedError):
+        sup.request_reload()
