@@ -39,13 +39,55 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-w", "--watch", action="append", metavar="PATH", help="folder or file to watch (repeatable; default: .)")
-    parser.add_argument("-i", "--ignore", action="append", default=[], metavar="GLOB", help="ignore paths matching GLOB (repeatable)")
-    parser.add_argument("-e", "--ext", action="append", default=[], metavar="EXT", help="only watch files with this extension (repeatable)")
-    parser.add_argument("-s", "--stop-signal", default=None, metavar="SIG", help="signal that stops the child (default: SIGINT)")
-    parser.add_argument("-t", "--stop-timeout", type=float, default=5.0, metavar="SEC", help="seconds before the child is killed (default: 5)")
-    parser.add_argument("-d", "--debounce", type=float, default=0.05, metavar="SEC", help="quiet period before reloading (default: 0.05)")
-    parser.add_argument("--poll", action="store_true", help="poll for changes instead of using OS notifications")
+    parser.add_argument(
+        "-w",
+        "--watch",
+        action="append",
+        metavar="PATH",
+        help="folder or file to watch (repeatable; default: .)",
+    )
+    parser.add_argument(
+        "-i",
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="ignore paths matching GLOB (repeatable)",
+    )
+    parser.add_argument(
+        "-e",
+        "--ext",
+        action="append",
+        default=[],
+        metavar="EXT",
+        help="only watch files with this extension (repeatable)",
+    )
+    parser.add_argument(
+        "-s",
+        "--stop-signal",
+        default=None,
+        metavar="SIG",
+        help="signal that stops the child (default: SIGINT)",
+    )
+    parser.add_argument(
+        "-t",
+        "--stop-timeout",
+        type=float,
+        default=5.0,
+        metavar="SEC",
+        help="seconds before the child is killed (default: 5)",
+    )
+    parser.add_argument(
+        "-d",
+        "--debounce",
+        type=float,
+        default=0.05,
+        metavar="SEC",
+        help="quiet period before reloading (default: 0.05)",
+    )
+    parser.add_argument(
+        "--poll", action="store_true", help="poll for changes instead of using OS notifications"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="print debug details")
     parser.add_argument("-V", "--version", action="version", version=f"aioreload {__version__}")
@@ -119,8 +161,10 @@ class _Status:
         elif kind is EventKind.READY:
             self.line(f"ready in {_ms(event.elapsed)}")
         elif kind is EventKind.EXITED:
-            self.line(f"{self.command} {_describe_exit(event.returncode)} · waiting for changes",
-                      error=event.returncode not in (0, None))
+            self.line(
+                f"{self.command} {_describe_exit(event.returncode)} · waiting for changes",
+                error=event.returncode not in (0, None),
+            )
         elif kind is EventKind.SKIPPED:
             self.line("reload cancelled by before_reload")
         elif kind is EventKind.SPAWN_FAILED:
@@ -181,8 +225,8 @@ async def _serve(args: argparse.Namespace, stop_signal: int | None, status: _Sta
     return 128 - last if last < 0 else last
 
 
-def _extra_signals() -> tuple[int, ...]:
-    return (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+def _extra_signals() -> tuple[signal.Signals, ...]:
+    return (signal.SIGHUP,) if sys.platform != "win32" else ()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

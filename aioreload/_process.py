@@ -60,9 +60,12 @@ _GROUP_POLL = 0.005
 
 
 def default_stop_signal() -> int:
-    """SIGINT on POSIX: it makes a plain ``asyncio.run`` program cancel its tasks and run its
-    ``finally`` blocks, where SIGTERM's default action kills it outright. CTRL_BREAK on Windows."""
-    if WINDOWS:
+    """The signal that asks a child to stop by default.
+
+    SIGINT on POSIX: it makes a plain ``asyncio.run`` program cancel its tasks and run its
+    ``finally`` blocks, where SIGTERM's default action kills it outright. CTRL_BREAK on Windows.
+    """
+    if sys.platform == "win32":
         return int(signal.CTRL_BREAK_EVENT)
     return int(signal.SIGINT)
 
@@ -97,11 +100,11 @@ def _live_group_members(pgid: int) -> bool:
     if WINDOWS:
         return False
     if os.path.exists(_PROC_STAT):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
+        with os.scandir("/proc") as entries:
+            names = [entry.name for entry in entries if entry.name.isdigit()]
+        for name in names:
             try:
-                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                with open(f"/proc/{name}/stat", "rb") as f:
                     stat = f.read()
             except OSError:
                 continue
@@ -159,7 +162,7 @@ class Child:
             SpawnError: the program is missing or cannot be executed.
         """
         kwargs: dict[str, Any] = {}
-        if WINDOWS:
+        if sys.platform == "win32":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
         else:
             kwargs["start_new_session"] = True
@@ -191,7 +194,7 @@ class Child:
         """Send ``signum`` to the whole process group (Windows: to the child)."""
         if WINDOWS:
             with contextlib.suppress(OSError):
-                self._process.send_signal(signum)
+                self._process.send_signal(signal.Signals(signum))
         else:
             _signal_group(self.pid, signum)
 
@@ -224,7 +227,8 @@ class Child:
         killed = False
         with anyio.move_on_after(timeout) as scope:
             await self.wait()
-            while _live_group_members(self.pid):
+            # Group members are not our children, so nothing can be awaited: poll briefly.
+            while _live_group_members(self.pid):  # noqa: ASYNC110
                 await anyio.sleep(_GROUP_POLL)
         if scope.cancelled_caught:
             killed = True

@@ -55,7 +55,7 @@ class ReloadRequest:
     changes: tuple[str, ...]
 
 
-BeforeReload = Callable[[ReloadRequest], "bool | None | Awaitable[bool | None]"]
+BeforeReload = Callable[[ReloadRequest], "bool | Awaitable[bool | None] | None"]
 """A hook run before the old child is stopped; returning ``False`` cancels the reload."""
 
 
@@ -125,16 +125,24 @@ class EventStream:
 
 def _thread_safe_scheduler() -> Callable[[Callable[[], object]], None]:
     """A callable that runs a function soon on the current event loop, from any thread."""
-    try:
-        import asyncio
+    import asyncio
 
+    try:
         loop = asyncio.get_running_loop()
-    except RuntimeError:
+    except RuntimeError:  # not asyncio: anyio's other backend is trio
         import trio
 
         token = trio.lowlevel.current_trio_token()
-        return token.run_sync_soon
-    return loop.call_soon_threadsafe
+
+        def on_trio(callback: Callable[[], object]) -> None:
+            token.run_sync_soon(callback)
+
+        return on_trio
+
+    def on_asyncio(callback: Callable[[], object]) -> None:
+        loop.call_soon_threadsafe(callback)
+
+    return on_asyncio
 
 
 @final
@@ -187,7 +195,11 @@ class Supervisor:
             raise ConfigError("command must be a non-empty list of strings, e.g. ['python', 'app.py']")
         if not all(isinstance(a, str) for a in command):
             raise ConfigError("command must be a list of strings")
-        for name, value in (("debounce", debounce), ("debounce_max", debounce_max), ("stop_timeout", stop_timeout)):
+        for name, value in (
+            ("debounce", debounce),
+            ("debounce_max", debounce_max),
+            ("stop_timeout", stop_timeout),
+        ):
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
         self.command = tuple(command)
@@ -197,7 +209,9 @@ class Supervisor:
         for item in watch:
             path = (base / os.fspath(item)).resolve()
             if not path.exists():
-                raise ConfigError(f"watch path does not exist: {os.fspath(item)!r} (create it or fix the path)")
+                raise ConfigError(
+                    f"watch path does not exist: {os.fspath(item)!r} (create it or fix the path)"
+                )
             roots.append(path)
         self.stop_signal = default_stop_signal() if stop_signal is None else int(stop_signal)
         self.stop_timeout = float(stop_timeout)
@@ -382,7 +396,7 @@ class Supervisor:
             single = group.exceptions[0]
             cause, context = single.__cause__, single.__context__
             try:
-                raise single  # noqa: B904 - restored below
+                raise single
             finally:
                 single.__cause__, single.__context__ = cause, context
                 del single
@@ -422,7 +436,8 @@ class Supervisor:
             batch = await self._next_batch()
             if batch is None:
                 run = self._run
-                assert run is not None and run.final_code is not None
+                assert run is not None
+                assert run.final_code is not None
                 return run.final_code
             run = self._run
             if run is not None and run.child.returncode is None:
@@ -626,9 +641,15 @@ class Supervisor:
         self._last_returncode = code
         self._state = "waiting"
         if killed:
-            logger.warning("child [pid %d] ignored %s for %.1fs; killed", run.child.pid,
-                           signal_name(self.stop_signal), self.stop_timeout)
-        self._emit(EventKind.STOPPED, run=run, returncode=code, elapsed=time.monotonic() - began, killed=killed)
+            logger.warning(
+                "child [pid %d] ignored %s for %.1fs; killed",
+                run.child.pid,
+                signal_name(self.stop_signal),
+                self.stop_timeout,
+            )
+        self._emit(
+            EventKind.STOPPED, run=run, returncode=code, elapsed=time.monotonic() - began, killed=killed
+        )
 
     # -- events ---------------------------------------------------------------------------
 
@@ -667,4 +688,3 @@ class Supervisor:
         for send in self._subscribers:
             send.close()
         self._subscribers.clear()
-

@@ -6,11 +6,12 @@ Children send lines such as ``READY <pid> <version>`` over a Unix socket named i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -36,6 +37,8 @@ class Lines:
         self.all: list[list[str]] = []
         self._cursor = 0
         self._arrived = anyio.Event()
+        self.connected = 0
+        self._disconnected = anyio.Event()
 
     def _add(self, line: str) -> None:
         words = line.split()
@@ -65,7 +68,22 @@ class Lines:
         """How many lines so far start with ``prefix``."""
         return sum(1 for words in self.all if words[: len(prefix)] == list(prefix))
 
+    async def all_disconnected(self, timeout: float = 5.0) -> None:
+        """Wait until every child that connected has closed its connection (it exited)."""
+        with anyio.fail_after(timeout):
+            while self.connected:
+                await self._disconnected.wait()
+
     async def _serve(self, stream: anyio.abc.SocketStream) -> None:
+        self.connected += 1
+        try:
+            await self._read(stream)
+        finally:
+            self.connected -= 1
+            self._disconnected.set()
+            self._disconnected = anyio.Event()
+
+    async def _read(self, stream: anyio.abc.SocketStream) -> None:
         buffer = b""
         async with stream:
             while True:
@@ -86,6 +104,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def lines() -> AsyncIterator[Lines]:
+    if sys.platform == "win32":
+        pytest.skip("the children report over a Unix socket; these tests run on POSIX")
     folder = tempfile.mkdtemp(prefix="ar-")  # short: Unix socket paths are limited to ~100 bytes
     path = os.path.join(folder, "lines.sock")
     try:
@@ -121,7 +141,7 @@ def project(tmp_path: Path, lines: Lines) -> Project:
 
 def _alive(proc: psutil.Process) -> bool:
     try:
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
@@ -143,16 +163,10 @@ def no_leaked_processes() -> Iterator[None]:
     yield
     suspects = [p for p in me.children(recursive=True) if p.pid not in before]
     for pid in REPORTED:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             suspects.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
     leaked = _wait_gone(suspects, timeout=2.0)
     for proc in leaked:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     assert not leaked, f"processes left running: {[(p.pid, p.cmdline()) for p in leaked if _alive(p)]}"
-
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import anyio
 import psutil
 import pytest
-from conftest import Lines, Project, child
+from conftest import CHILDREN, Lines, Project, child
 
 import aioreload
 from aioreload import EventKind, ReloadReason, ReloadRequest, Supervisor
@@ -48,7 +49,8 @@ async def test_restart_on_change_with_graceful_stop(project: Project, lines: Lin
             assert started[-1].reason is ReloadReason.FILE_CHANGE
             assert str(project.version_file) in started[-1].changes
             stopped = [e for e in started if e.kind is EventKind.STOPPED]
-            assert stopped and not stopped[0].killed
+            assert stopped
+            assert not stopped[0].killed
         assert sup.state == "closed"
     assert not psutil.pid_exists(int(second[1])) or psutil.Process(int(second[1])).status() == "zombie"
 
@@ -70,10 +72,11 @@ async def test_reload_returns_after_new_child_started(project: Project, lines: L
         assert sup.pid == int(first[1])
         assert await sup.reload() is True
         assert sup.generation == 2
-        assert sup.pid is not None and sup.pid != int(first[1])
+        assert sup.pid is not None
+        assert sup.pid != int(first[1])
         second = await lines.next("READY")
         assert int(second[1]) == sup.pid
-        assert f"generation=2" in repr(sup)
+        assert "generation=2" in repr(sup)
 
 
 async def test_request_reload_from_another_thread(project: Project, lines: Lines) -> None:
@@ -138,7 +141,8 @@ async def test_child_exit_waits_for_change(project: Project, lines: Lines) -> No
             await lines.next("READY")
             exited = await events.next(EventKind.EXITED)
             assert exited.returncode == 3
-            assert sup.state == "waiting" and sup.pid is None
+            assert sup.state == "waiting"
+            assert sup.pid is None
             with anyio.move_on_after(0.5):
                 await events.next(EventKind.STARTED)
                 pytest.fail("restarted without a change")
@@ -157,8 +161,9 @@ async def test_cancelling_the_supervisor_stops_the_child(project: Project, lines
             ready = await lines.next("READY")
             guardian = sup.guardian_pid
             scope.cancel()
-            await anyio.sleep_forever()  # noqa: TID251 - cancelled at once
+            await anyio.sleep_forever()
     assert sup.state == "closed"
+    await lines.all_disconnected()
     assert ["CLEANED", ready[1]] in lines.all
     for pid in (int(ready[1]), guardian):
         assert pid is None or not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
@@ -226,7 +231,8 @@ async def test_before_reload_can_cancel(project: Project, lines: Lines) -> None:
 
 async def test_sync_before_reload_hook_allows(project: Project, lines: Lines) -> None:
     calls: list[ReloadReason] = []
-    async with make(project, child("ready_wait"), watch=[], before_reload=lambda r: calls.append(r.reason)) as sup:
+    hook = lambda request: calls.append(request.reason)  # noqa: E731 - a sync hook returning None
+    async with make(project, child("ready_wait"), watch=[], before_reload=hook) as sup:
         await lines.next("READY")
         assert await sup.reload() is True
     assert calls == [ReloadReason.TRIGGER]
@@ -257,7 +263,7 @@ def test_bad_options_are_config_errors(options: dict[str, Any], message: str) ->
 
 def test_command_must_be_a_list() -> None:
     with pytest.raises(aioreload.ConfigError, match="list"):
-        Supervisor("python app.py")  # type: ignore[arg-type]
+        Supervisor("python app.py")
 
 
 async def test_reload_on_closed_supervisor_raises(project: Project, lines: Lines) -> None:
@@ -268,3 +274,24 @@ async def test_reload_on_closed_supervisor_raises(project: Project, lines: Lines
         await lines.next("READY")
     with pytest.raises(aioreload.SupervisorClosedError):
         sup.request_reload()
+
+
+async def test_asgi_lifespan_shutdown_runs_on_reload(project: Project, lines: Lines) -> None:
+    pytest.importorskip("uvicorn")
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(CHILDREN),
+        "--port",
+        "0",
+        "--lifespan",
+        "on",
+        "lifespan_app:app",
+    ]
+    async with make(project, command, watch=[]) as sup:
+        first = await lines.next("READY")
+        await sup.reload()
+        await lines.next("READY")
+        assert ["LIFESPAN-SHUTDOWN", first[1]] in lines.all

@@ -15,7 +15,10 @@ from _report import report, version
 
 async def main() -> None:
     ignore = "signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if "ignore" in sys.argv else ""
-    grandchild = subprocess.Popen([sys.executable, "-c", f"import signal, time\n{ignore}time.sleep(3600)"])
+    code = f"import signal, time\n{ignore}print('ok', flush=True)\ntime.sleep(3600)"
+    grandchild = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert grandchild.stdout is not None
+    grandchild.stdout.readline()  # its handlers are in place
     report("READY", os.getpid(), version(), "GRANDCHILD", grandchild.pid)
     await asyncio.Event().wait()
 

@@ -7,8 +7,9 @@ import os
 import sys
 import threading
 
-import aioreload
 from _report import report, version
+
+import aioreload
 
 
 async def main() -> None:
