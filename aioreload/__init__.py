@@ -8,8 +8,10 @@ pays for neither.
 
 from __future__ import annotations
 
+import os as _os
 from typing import TYPE_CHECKING, Any
 
+from ._run import run
 from ._types import (
     AioreloadError,
     ConfigError,
@@ -54,6 +56,7 @@ __all__ = [
     "ready",
     "report_ready",
     "request_reload",
+    "run",
     "trigger_reload",
 ]
 
@@ -73,3 +76,8 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+# A child of aioreload.run() starts reporting its imports as soon as aioreload is imported.
+if _os.environ.get("AIORELOAD_TRACK") == "1":
+    is_supervised()

@@ -31,6 +31,7 @@ __all__ = [
     "ENV_GENERATION",
     "ENV_REASON",
     "ENV_SPAWNED",
+    "ENV_TRACK",
     "ChildChannel",
     "decode",
     "encode",
@@ -42,6 +43,7 @@ ENV_REASON = "AIORELOAD_REASON"
 ENV_CHANGES = "AIORELOAD_CHANGES"
 ENV_GENERATION = "AIORELOAD_GENERATION"
 ENV_SPAWNED = "AIORELOAD_SPAWNED_NS"
+ENV_TRACK = "AIORELOAD_TRACK"  # "1": report imported modules (children of aioreload.run)
 SUPPORTED = sys.platform != "win32"
 
 

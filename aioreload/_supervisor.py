@@ -73,6 +73,7 @@ class _Run:
     child: Child
     generation: int
     channel: socket.socket | None = None
+    spawned_ns: int = 0
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     ready: anyio.Event = field(default_factory=anyio.Event)
     final_code: int | None = None
@@ -173,6 +174,9 @@ class Supervisor:
             ``False`` cancels that reload. It receives a :class:`ReloadRequest`.
         env: The child's environment (default: this process's), to which ``AIORELOAD_*`` is added.
         cwd: The child's working folder (default: this process's).
+        watch_imports: Also watch the source files of every module a Python child imports
+            (at start and as it goes), installed packages included. The child reports them
+            when it imports ``aioreload``; :func:`aioreload.run` turns this on.
     """
 
     def __init__(
@@ -190,6 +194,7 @@ class Supervisor:
         before_reload: BeforeReload | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        watch_imports: bool = False,
     ) -> None:
         if isinstance(command, str) or not command:
             raise ConfigError("command must be a non-empty list of strings, e.g. ['python', 'app.py']")
@@ -217,6 +222,7 @@ class Supervisor:
         self.stop_timeout = float(stop_timeout)
         self._before_reload = before_reload
         self._env = dict(os.environ if env is None else env)
+        self._watch_imports = watch_imports
         self._watcher = Watcher(
             roots,
             path_filter=PathFilter(ignore=ignore, extensions=extensions, roots=roots),
@@ -271,6 +277,11 @@ class Supervisor:
     def last_returncode(self) -> int | None:
         """Exit status of the most recent child that ended, if any."""
         return self._last_returncode
+
+    @property
+    def watched_files(self) -> int:
+        """How many imported-module files are being watched (see ``watch_imports``)."""
+        return self._watcher.armed_files
 
     @property
     def guardian_pid(self) -> int | None:
@@ -411,6 +422,7 @@ class Supervisor:
                 async with anyio.create_task_group() as tg:
                     self._inner = tg
                     tg.start_soon(self._watcher.run, self._on_changes)
+                    tg.start_soon(self._watcher.run_files, self._on_changes)
                     self._adopt(first)
                     task_status.started()
                     try:
@@ -468,7 +480,8 @@ class Supervisor:
                 code = run.child.returncode
                 self._last_returncode = code
                 self._state = "waiting"
-                self._emit(EventKind.EXITED, run=run, returncode=code)
+                final = run.final_code is not None
+                self._emit(EventKind.EXITED, run=run, returncode=code, message="finished" if final else "")
                 if run.final_code is not None:
                     return None
             if self._pending is not None:
@@ -539,6 +552,10 @@ class Supervisor:
         env[_ipc.ENV_CHANGES] = encoded
         env[_ipc.ENV_GENERATION] = str(self._generation)
         env[_ipc.ENV_SPAWNED] = str(time.time_ns())
+        if self._watch_imports:
+            env[_ipc.ENV_TRACK] = "1"
+        else:
+            env.pop(_ipc.ENV_TRACK, None)
         if fd is None:
             env.pop(_ipc.ENV_FD, None)
         else:
@@ -570,7 +587,7 @@ class Supervisor:
         finally:
             if theirs is not None:
                 theirs.close()
-        run = _Run(child, self._generation, ours)
+        run = _Run(child, self._generation, ours, int(env[_ipc.ENV_SPAWNED]))
         elapsed = time.monotonic() - child.started
         self._run = run
         self._state = "running"
@@ -622,6 +639,10 @@ class Supervisor:
             if not run.ready.is_set():
                 run.ready.set()
                 self._emit(EventKind.READY, run=run, elapsed=time.monotonic() - run.child.started)
+        elif op == "files":
+            paths = message.get("paths")
+            if self._watch_imports and isinstance(paths, list):
+                self._watcher.add_files((p for p in paths if isinstance(p, str)), run.spawned_ns)
         elif op == "exit":
             code = message.get("code")
             run.final_code = code if isinstance(code, int) else 1

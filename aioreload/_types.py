@@ -81,7 +81,8 @@ class EventKind(str, enum.Enum):
     STOPPED = "stopped"
     """The supervisor stopped the child (``returncode``, ``elapsed`` = stop time, ``killed``)."""
     EXITED = "exited"
-    """The child ended on its own (``returncode``); the supervisor waits for a change."""
+    """The child ended on its own (``returncode``). Its program finished for good when
+    ``message`` is ``"finished"`` (the supervisor then ends); otherwise it waits for a change."""
     SKIPPED = "skipped"
     """``before_reload`` returned ``False``: the reload was cancelled, the child keeps running."""
     SPAWN_FAILED = "spawn-failed"

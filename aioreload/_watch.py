@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import final
@@ -99,6 +100,17 @@ class PathFilter:
 
 
 @final
+class _Either:
+    """Looks like an event to watchfiles' worker thread: set when either event is set."""
+
+    def __init__(self, *events: anyio.Event) -> None:
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self._events)
+
+
+@final
 class Watcher:
     """Watches folders and files and hands each debounced batch of changed paths to ``emit``."""
 
@@ -117,6 +129,13 @@ class Watcher:
         self._cap_ms = max(self._step_ms, round(debounce_max * 1000))
         self._poll = poll
         self._stop = anyio.Event()
+        # Individual files (a child's imported modules): path -> the time since which a
+        # modification counts as unseen, until the watch covering it is armed.
+        self._files: set[str] = set()
+        self._dirs: set[str] = set()
+        self._unchecked: dict[str, int] = {}
+        self._rearm = anyio.Event()
+        self.armed_files = 0
 
     def stop(self) -> None:
         """Make :meth:`run` return within one debounce step.
@@ -125,6 +144,78 @@ class Watcher:
         at its stop event, and would otherwise hold the cancellation for up to 5 s.
         """
         self._stop.set()
+
+    def add_files(self, paths: Iterable[str], since_ns: int) -> None:
+        """Also watch these files; a modification at or after ``since_ns`` counts as a change."""
+        added = False
+        for path in paths:
+            if path in self._files:
+                continue
+            self._files.add(path)
+            self._unchecked[path] = since_ns
+            self._dirs.add(os.path.dirname(path))
+            added = True
+        if added:
+            self._rearm.set()
+
+    def _tracked(self, _change: watchfiles.Change, path: str) -> bool:
+        return path in self._files
+
+    async def run_files(self, emit: Callable[[frozenset[str]], None]) -> None:
+        """Watch the files given to :meth:`add_files` until stopped.
+
+        We drive watchfiles' documented Rust backend here rather than ``awatch``, because only
+        it tells us when the OS watch is in place: after that, a modification-time check
+        finds every edit made before (in the gap no watch covered), so none is lost.
+        """
+        from watchfiles._rust_notify import RustNotify
+
+        gap_start: int | None = None
+        while not self._stop.is_set():
+            if not self._rearm.is_set():
+                async with anyio.create_task_group() as tg:
+
+                    async def wake_on_stop() -> None:
+                        await self._stop.wait()
+                        self._rearm.set()
+
+                    tg.start_soon(wake_on_stop)
+                    await self._rearm.wait()
+                    tg.cancel_scope.cancel()
+                if self._stop.is_set():
+                    return
+            self._rearm = anyio.Event()
+            dirs = sorted(self._dirs)
+            notify = RustNotify(dirs, False, self._poll, 300, False, True)  # armed on return
+            self.armed_files = len(self._files)
+            with notify:
+                changed = self._unseen_changes(gap_start)
+                if changed:
+                    emit(frozenset(changed))
+                while not self._rearm.is_set() and not self._stop.is_set():
+                    raw = await anyio.to_thread.run_sync(
+                        notify.watch, self._cap_ms, self._step_ms, 0, _Either(self._rearm, self._stop)
+                    )
+                    if isinstance(raw, set):
+                        paths = frozenset(path for _, path in raw if path in self._files)
+                        if paths:
+                            emit(paths)
+                # Changes the closing watch had not reported yet are found by the next check.
+                gap_start = time.time_ns() - (self._cap_ms + 50) * 1_000_000
+
+    def _unseen_changes(self, gap_start: int | None) -> list[str]:
+        changed = []
+        for path in self._files:
+            since = self._unchecked.get(path, gap_start)
+            if since is None:
+                continue
+            try:
+                if os.stat(path).st_mtime_ns >= since:
+                    changed.append(path)
+            except OSError:
+                changed.append(path)  # deleted or unreadable: the child's copy is stale
+        self._unchecked.clear()
+        return changed
 
     def __repr__(self) -> str:
         return f"<Watcher roots={len(self.roots)} poll={self._poll}>"

@@ -44,6 +44,10 @@ def _get_channel() -> _ipc.ChildChannel | None:
         if not _opened:
             _opened = True
             _channel = _ipc.ChildChannel.from_environ()
+            if _channel is not None and os.environ.get(_ipc.ENV_TRACK) == "1":
+                from . import _modules
+
+                _modules.install(_channel)
         return _channel
 
 

@@ -1,0 +1,152 @@
+"""Child side: report the source files of imported modules to the supervisor. Stdlib only.
+
+Active only in a child started by :func:`aioreload.run` (``AIORELOAD_TRACK=1``). Idle cost is
+zero: nothing polls. A finder placed first on ``sys.meta_path`` sees every import as it
+happens, asks the finders behind it for the spec, reports ``spec.origin`` and hands the spec
+back unchanged. The modules already imported are reported once at start. Files under the
+standard library are skipped (they change only with the interpreter).
+
+The supervisor closes the race between "imported" and "watched" by comparing each reported
+file's modification time with the child's spawn time (see ``_supervisor``).
+
+If the program dies of an uncaught exception, the files named in the traceback are reported
+too, so fixing a module that never imported successfully still reloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import sysconfig
+import threading
+import traceback
+from collections.abc import Iterable, Sequence
+from types import ModuleType, TracebackType
+from typing import final
+
+from ._ipc import ChildChannel
+
+__all__ = ["install", "report_crash", "traceback_files"]
+
+_reporter: _Reporter | None = None
+
+
+def _stdlib_prefixes() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    prefixes = {os.path.realpath(paths[key]) + os.sep for key in ("stdlib", "platstdlib") if key in paths}
+    return tuple(prefixes)
+
+
+def _site_prefixes() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple({os.path.realpath(paths[key]) + os.sep for key in ("purelib", "platlib") if key in paths})
+
+
+@final
+class _Reporter:
+    def __init__(self, channel: ChildChannel) -> None:
+        self._channel = channel
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._skip = _stdlib_prefixes()
+        self._keep = _site_prefixes()  # site-packages may live under the stdlib folder
+
+    def _wanted(self, path: str) -> bool:
+        if path.startswith(self._keep):
+            return True
+        return not path.startswith(self._skip)
+
+    def report(self, paths: Iterable[str | None]) -> None:
+        fresh = []
+        with self._lock:
+            for path in paths:
+                if not path or path in self._seen:
+                    continue
+                self._seen.add(path)
+                real = os.path.realpath(path)
+                if self._wanted(real) and os.path.isfile(real):
+                    fresh.append(real)
+        if fresh:
+            with contextlib.suppress(OSError):  # the supervisor is gone; keep running
+                self._channel.send("files", paths=fresh)
+
+
+def _module_file(module: ModuleType) -> str | None:
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and spec.has_location and isinstance(spec.origin, str):
+        return spec.origin
+    path = getattr(module, "__file__", None)
+    return path if isinstance(path, str) else None
+
+
+@final
+class _ImportWatcher(importlib.abc.MetaPathFinder):
+    """Sees each import, lets the real finders find it, reports where it came from."""
+
+    def __init__(self, reporter: _Reporter) -> None:
+        self._reporter = reporter
+        self._local = threading.local()
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if getattr(self._local, "busy", False):
+            return None
+        self._local.busy = True
+        try:
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    if spec.has_location and isinstance(spec.origin, str):
+                        self._reporter.report([spec.origin])
+                    return spec
+            return None
+        finally:
+            self._local.busy = False
+
+
+def traceback_files(exc: BaseException) -> list[str]:
+    """The source files a traceback (and a SyntaxError) names, innermost last."""
+    files: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for frame in traceback.extract_tb(current.__traceback__):
+            files.append(frame.filename)
+        if isinstance(current, SyntaxError) and current.filename:
+            files.append(current.filename)
+        current = current.__cause__ or current.__context__
+    return files
+
+
+def install(channel: ChildChannel) -> None:
+    """Start reporting imports and crash locations over ``channel`` (once per process)."""
+    global _reporter
+    if _reporter is not None:
+        return
+    reporter = _Reporter(channel)
+    sys.meta_path.insert(0, _ImportWatcher(reporter))
+    reporter.report(_module_file(m) for m in list(sys.modules.values()))
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        reporter.report(traceback_files(value))
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+    _reporter = reporter
+
+
+def report_crash(exc: BaseException) -> None:
+    """Report the files an exception's traceback names (after :func:`install`)."""
+    if _reporter is not None:
+        _reporter.report(traceback_files(exc))
