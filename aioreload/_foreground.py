@@ -55,6 +55,7 @@ class Status:
         self.stream = stream
         self.quiet = quiet
         self._stopped = ""
+        self.watched_files: Callable[[], int] = lambda: 0
 
     def line(self, text: str, *, error: bool = False) -> None:
         """Print one status line (errors even when quiet)."""
@@ -80,10 +81,14 @@ class Status:
             self.line(" · ".join(parts))
             self._stopped = ""
         elif kind is EventKind.READY:
-            self.line(f"ready in {_ms(event.elapsed)}")
+            watched = f" · watching {self.watched_files()} imported files" if self.watched_files() else ""
+            self.line(f"ready in {_ms(event.elapsed)}{watched}")
         elif kind is EventKind.EXITED:
             then = "" if event.message == "finished" else " · waiting for changes"
-            self.line(f"{self.command} {_describe_exit(event.returncode)}{then}", error=event.returncode not in (0, None))
+            self.line(
+                f"{self.command} {_describe_exit(event.returncode)}{then}",
+                error=event.returncode not in (0, None),
+            )
         elif kind is EventKind.SKIPPED:
             self.line("reload cancelled by before_reload")
         elif kind is EventKind.SPAWN_FAILED:
@@ -151,6 +156,7 @@ async def run_in_foreground(supervisor: Supervisor, status: Status) -> int:
     code = 0
     body = anyio.CancelScope()
     terminal = _Terminal()
+    status.watched_files = lambda: supervisor.watched_files
     async with _signal_stream() as signals:
         events = supervisor.events()
         async with anyio.create_task_group() as tg:

@@ -87,6 +87,7 @@ def run(
     debounce: float = 0.05,
     before_reload: BeforeReload | None = None,
     before_exit: Callable[[], object] | None = None,
+    watch_imports: bool = True,
     quiet: bool = False,
 ) -> NoReturn:
     """Run ``main`` under a reloader and exit with its exit code.
@@ -122,6 +123,8 @@ def run(
         debounce: Quiet period, in seconds, before a burst of changes reloads.
         before_reload: Runs in the supervisor before each reload; ``False`` cancels it.
         before_exit: Runs in the supervisor once the child is stopped for good.
+        watch_imports: Reload when a module the program imported changes (default). Turn it
+            off for a program that decides for itself when to reload.
         quiet: No status lines on stderr (errors still print).
 
     Raises:
@@ -146,7 +149,7 @@ def run(
             stop_timeout=stop_timeout,
             debounce=debounce,
             before_reload=before_reload,
-            watch_imports=True,
+            watch_imports=watch_imports,
         )
         code = anyio.run(run_in_foreground, supervisor, status)
     except AioreloadError as exc:

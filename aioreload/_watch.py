@@ -11,10 +11,9 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import final
+from typing import Any, final
 
 import anyio
 import watchfiles
@@ -22,6 +21,9 @@ import watchfiles
 __all__ = ["DEFAULT_IGNORE_DIRS", "DEFAULT_IGNORE_GLOBS", "PathFilter", "Watcher"]
 
 logger = logging.getLogger(__name__)
+
+Emit = Callable[[frozenset[str]], None]
+"""Receives each batch of changed paths."""
 
 DEFAULT_IGNORE_DIRS = frozenset(
     {
@@ -99,15 +101,18 @@ class PathFilter:
         return ""
 
 
-@final
-class _Either:
-    """Looks like an event to watchfiles' worker thread: set when either event is set."""
+async def _first(*events: anyio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    if any(event.is_set() for event in events):
+        return
+    async with anyio.create_task_group() as tg:
 
-    def __init__(self, *events: anyio.Event) -> None:
-        self._events = events
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
 
-    def is_set(self) -> bool:
-        return any(event.is_set() for event in self._events)
+        for event in events:
+            tg.start_soon(wait, event)
 
 
 @final
@@ -161,54 +166,52 @@ class Watcher:
     def _tracked(self, _change: watchfiles.Change, path: str) -> bool:
         return path in self._files
 
-    async def run_files(self, emit: Callable[[frozenset[str]], None]) -> None:
+    async def run_files(self, emit: Emit) -> None:
         """Watch the files given to :meth:`add_files` until stopped.
 
         We drive watchfiles' documented Rust backend here rather than ``awatch``, because only
-        it tells us when the OS watch is in place: after that, a modification-time check
-        finds every edit made before (in the gap no watch covered), so none is lost.
+        it tells us when the OS watch is in place. When new folders must be added, the new
+        watch is armed *before* the old one retires, so no moment goes unwatched; a newly
+        added file's modification time, checked once its watch is armed, catches edits made
+        between the child's start and then.
         """
         from watchfiles._rust_notify import RustNotify
 
-        gap_start: int | None = None
-        while not self._stop.is_set():
-            if not self._rearm.is_set():
-                async with anyio.create_task_group() as tg:
-
-                    async def wake_on_stop() -> None:
-                        await self._stop.wait()
-                        self._rearm.set()
-
-                    tg.start_soon(wake_on_stop)
-                    await self._rearm.wait()
-                    tg.cancel_scope.cancel()
+        async with anyio.create_task_group() as tg:
+            retire: anyio.Event | None = None
+            while not self._stop.is_set():
+                await _first(self._rearm, self._stop)
                 if self._stop.is_set():
-                    return
-            self._rearm = anyio.Event()
-            dirs = sorted(self._dirs)
-            notify = RustNotify(dirs, False, self._poll, 300, False, True)  # armed on return
-            self.armed_files = len(self._files)
-            with notify:
-                changed = self._unseen_changes(gap_start)
+                    break
+                self._rearm = anyio.Event()
+                notify = RustNotify(sorted(self._dirs), False, self._poll, 300, False, True)  # armed
+                self.armed_files = len(self._files)
+                changed = self._unseen_changes()
                 if changed:
                     emit(frozenset(changed))
-                while not self._rearm.is_set() and not self._stop.is_set():
-                    raw = await anyio.to_thread.run_sync(
-                        notify.watch, self._cap_ms, self._step_ms, 0, _Either(self._rearm, self._stop)
-                    )
-                    if isinstance(raw, set):
-                        paths = frozenset(path for _, path in raw if path in self._files)
-                        if paths:
-                            emit(paths)
-                # Changes the closing watch had not reported yet are found by the next check.
-                gap_start = time.time_ns() - (self._cap_ms + 50) * 1_000_000
+                if retire is not None:
+                    retire.set()
+                retire = anyio.Event()
+                tg.start_soon(self._follow_notify, notify, retire, emit)
 
-    def _unseen_changes(self, gap_start: int | None) -> list[str]:
+    async def _follow_notify(self, notify: Any, retire: anyio.Event, emit: Emit) -> None:
+        """Report one watch's changes; close it at the first quiet moment after ``retire``."""
+        with notify:
+            while not self._stop.is_set():
+                # A finite timeout lets a retired watch report what it still holds, then go.
+                raw = await anyio.to_thread.run_sync(
+                    notify.watch, self._cap_ms, self._step_ms, 250, self._stop
+                )
+                if isinstance(raw, set):
+                    paths = frozenset(path for _, path in raw if path in self._files)
+                    if paths:
+                        emit(paths)
+                elif raw == "timeout" and retire.is_set():
+                    return
+
+    def _unseen_changes(self) -> list[str]:
         changed = []
-        for path in self._files:
-            since = self._unchecked.get(path, gap_start)
-            if since is None:
-                continue
+        for path, since in self._unchecked.items():
             try:
                 if os.stat(path).st_mtime_ns >= since:
                     changed.append(path)
@@ -223,7 +226,7 @@ class Watcher:
     def _keep(self, _change: watchfiles.Change, path: str) -> bool:
         return self._filter(path)
 
-    async def run(self, emit: Callable[[frozenset[str]], None]) -> None:
+    async def run(self, emit: Emit) -> None:
         """Watch until cancelled."""
         if not self.roots:
             await self._stop.wait()

@@ -12,10 +12,10 @@ import sys
 
 sys.path.insert(0, os.environ["TEST_CHILDREN"])
 
-from _report import report  # noqa: E402
+import helper  # type: ignore[import-not-found]
+from _report import report
 
-import aioreload  # noqa: E402
-import helper  # noqa: E402
+import aioreload
 
 
 async def main() -> int | None:
@@ -25,7 +25,7 @@ async def main() -> int | None:
     if value.startswith("exit-"):
         return int(value[5:])
     if value == "crash":
-        import broken  # noqa: F401
+        import broken  # type: ignore[import-not-found]  # noqa: F401
 
     await aioreload.ready()
     await asyncio.Event().wait()
