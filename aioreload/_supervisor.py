@@ -37,6 +37,8 @@ __all__ = ["BeforeReload", "EventStream", "ReloadRequest", "Supervisor"]
 
 logger = logging.getLogger(__name__)
 
+# A child that ran this long before crashing resets the crash backoff.
+_HEALTHY_RUN = 10.0
 # The child's environment variable may not exceed the kernel's per-string limit (128 KiB on Linux).
 _MAX_CHANGES_ENV = 32 * 1024
 
@@ -177,6 +179,13 @@ class Supervisor:
         watch_imports: Also watch the source files of every module a Python child imports
             (at start and as it goes), installed packages included. The child reports them
             when it imports ``aioreload``; :func:`aioreload.run` turns this on.
+        restart_on_crash: Restart a child that exits with a non-zero code by itself, after
+            ``crash_backoff`` seconds, doubling for each crash in a row up to
+            ``crash_backoff_max``; a run of 10 s or more resets the delay. A change or trigger
+            restarts it at once. Off by default: a crashed child waits for the next change.
+        crash_backoff: First restart delay in seconds.
+        crash_backoff_max: Cap on the restart delay in seconds.
+        gitignore: Also ignore what the ``.gitignore`` files under the watch roots ignore.
     """
 
     def __init__(
@@ -195,16 +204,23 @@ class Supervisor:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         watch_imports: bool = False,
+        restart_on_crash: bool = False,
+        crash_backoff: float = 0.5,
+        crash_backoff_max: float = 30.0,
+        gitignore: bool = False,
     ) -> None:
         if isinstance(command, str) or not command:
             raise ConfigError("command must be a non-empty list of strings, e.g. ['python', 'app.py']")
         if not all(isinstance(a, str) for a in command):
             raise ConfigError("command must be a list of strings")
-        for name, value in (
-            ("debounce", debounce),
-            ("debounce_max", debounce_max),
-            ("stop_timeout", stop_timeout),
-        ):
+        durations = {
+            "debounce": debounce,
+            "debounce_max": debounce_max,
+            "stop_timeout": stop_timeout,
+            "crash_backoff": crash_backoff,
+            "crash_backoff_max": crash_backoff_max,
+        }
+        for name, value in durations.items():
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
         self.command = tuple(command)
@@ -223,9 +239,13 @@ class Supervisor:
         self._before_reload = before_reload
         self._env = dict(os.environ if env is None else env)
         self._watch_imports = watch_imports
+        self._restart_on_crash = restart_on_crash
+        self._crash_backoff = float(crash_backoff)
+        self._crash_backoff_max = float(crash_backoff_max)
+        self._backoff = 0.0
         self._watcher = Watcher(
             roots,
-            path_filter=PathFilter(ignore=ignore, extensions=extensions, roots=roots),
+            path_filter=PathFilter(ignore=ignore, extensions=extensions, roots=roots, gitignore=gitignore),
             debounce=debounce,
             debounce_max=debounce_max,
             poll=poll,
@@ -484,6 +504,8 @@ class Supervisor:
                 self._emit(EventKind.EXITED, run=run, returncode=code, message="finished" if final else "")
                 if run.final_code is not None:
                     return None
+                if self._restart_on_crash and code != 0:
+                    self._schedule_crash_restart(run)
             if self._pending is not None:
                 batch = self._take()
                 if await self._approve(batch):
@@ -493,6 +515,24 @@ class Supervisor:
                 continue
             await self._wake.wait()
             self._wake = anyio.Event()
+
+    def _schedule_crash_restart(self, run: _Run) -> None:
+        """Restart a crashed child after an exponential backoff (reset by a healthy run)."""
+        lived = time.monotonic() - run.child.started
+        if lived >= _HEALTHY_RUN:
+            self._backoff = 0.0
+        self._backoff = min(self._crash_backoff_max, max(self._crash_backoff, self._backoff * 2))
+        delay = self._backoff
+        logger.info("child crashed; restarting in %.1fs", delay)
+        generation = self._generation
+
+        async def restart_later() -> None:
+            await anyio.sleep(delay)
+            if self._generation == generation and self._pending is None:
+                self._request(ReloadReason.CRASH)
+
+        assert self._inner is not None
+        self._inner.start_soon(restart_later)
 
     async def _approve(self, batch: _Pending) -> bool:
         hook = self._before_reload

@@ -74,11 +74,17 @@ class PathFilter:
         ignore_dirs: Iterable[str] = DEFAULT_IGNORE_DIRS,
         extensions: Iterable[str] = (),
         roots: Sequence[Path] = (),
+        gitignore: bool = False,
     ) -> None:
         self.ignore_dirs = frozenset(ignore_dirs)
         self.globs = (*DEFAULT_IGNORE_GLOBS, *ignore)
         self.extensions = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
         self.roots = tuple(str(r) for r in roots)
+        self._gitignores: list[Callable[[str], bool]] = []
+        if gitignore:
+            from ._gitignore import load
+
+            self._gitignores = [load(Path(root)) for root in self.roots]
 
     def __call__(self, path: str) -> bool:
         """Whether a change to ``path`` should cause a reload."""
@@ -87,6 +93,8 @@ class PathFilter:
             return False
         name = parts[-1] if parts else path
         if self.extensions and not name.endswith(self.extensions):
+            return False
+        if any(ignored(path) for ignored in self._gitignores):
             return False
         relative = self._relative(path)
         for glob in self.globs:
