@@ -651,23 +651,29 @@ class Supervisor:
                     tg.cancel_scope.cancel()
         finally:
             if run.channel is not None:
-                run.channel.close()  # a no-op when the stream already closed it
+                run.channel.close()
 
     async def _listen(self, run: _Run, sock: socket.socket) -> None:
-        stream = await anyio.abc.SocketStream.from_socket(sock)
-        async with stream:
-            buffer = b""
-            while True:
-                try:
-                    data = await stream.receive()
-                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    return
-                buffer += data
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    message = _ipc.decode(line)
-                    if message is not None:
-                        self._handle(run, message)
+        # A plain non-blocking socket we close ourselves (in _follow), so the descriptor is
+        # gone the moment the supervisor returns, not a loop iteration later.
+        sock.setblocking(False)
+        buffer = b""
+        while True:
+            await anyio.wait_readable(sock)
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                message = _ipc.decode(line)
+                if message is not None:
+                    self._handle(run, message)
 
     def _handle(self, run: _Run, message: dict[str, Any]) -> None:
         op = message["op"]

@@ -1,9 +1,23 @@
-"""The change source: watchfiles adapter, filters and debounce. The only module importing watchfiles.
+"""The change source: filters, debounce and OS watches. The only module importing watchfiles.
 
-watchfiles groups raw OS events itself: after the first event it waits until ``step``
-milliseconds pass with no new path (our ``debounce``, the quiet period that restarts on each
-new event), or until ``debounce`` milliseconds pass in all (our ``debounce_max``, the cap).
-One conversion from our float seconds to its milliseconds happens here, nowhere else.
+We drive watchfiles' Rust engine (``watchfiles._rust_notify.RustNotify``, the documented
+backend under ``awatch``) rather than ``awatch`` itself, for three things ``awatch`` cannot do:
+tell us the moment the OS watch is in place (so a modification-time check can close the gap
+before it), grow the set of watched paths while running (a child's imports, new folders), and
+leave ignored folders unregistered.
+
+Registration, by platform. inotify (Linux) needs one watch per folder, and a recursive watch
+registers every folder below the root, ``node_modules`` and virtual environments included,
+which can exhaust ``fs.inotify.max_user_watches``. On Linux we therefore walk the roots
+ourselves, skip ignored folders, and watch each remaining folder non-recursively, adding new
+folders as they appear. FSEvents (macOS) and ReadDirectoryChangesW (Windows) watch a whole tree
+with one registration, so there we watch the roots recursively and filter events afterwards.
+If the OS refuses a watch (limit reached), we warn and fall back to polling.
+
+When the watched set grows, the new watch is armed *before* the old one retires, so no moment
+goes unwatched. Debounce: after the first event the engine waits until ``step`` ms pass with no
+new path (our ``debounce``, the quiet period) or ``debounce`` ms pass in all (our
+``debounce_max``, the cap). Seconds become milliseconds here and nowhere else.
 """
 
 from __future__ import annotations
@@ -11,12 +25,12 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, final
 
 import anyio
-import watchfiles
 
 __all__ = ["DEFAULT_IGNORE_DIRS", "DEFAULT_IGNORE_GLOBS", "PathFilter", "Watcher"]
 
@@ -24,6 +38,12 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[frozenset[str]], None]
 """Receives each batch of changed paths."""
+
+# Watch each folder on its own (and skip ignored ones) where the OS needs a watch per folder.
+PER_FOLDER = sys.platform.startswith("linux")
+# How often a missing watch root is looked for, and the polling period when we must poll.
+_ROOT_RECHECK = 0.25
+_POLL_MS = 300
 
 DEFAULT_IGNORE_DIRS = frozenset(
     {
@@ -60,11 +80,11 @@ DEFAULT_IGNORE_GLOBS = (
 
 @final
 class PathFilter:
-    """Decides which changed paths matter.
+    """Decides which changed paths matter and which folders are worth watching.
 
-    A path is ignored when one of its folders is an ignored folder name, or when its name (or
-    its path relative to a watch root) matches an ignore glob. With ``extensions`` set, only
-    files with one of those suffixes count.
+    Relative to its watch root, a path is ignored when one of its folders is an ignored folder
+    name, when its name or relative path matches an ignore glob, or when a ``.gitignore``
+    ignores it. With ``extensions`` set, only files with one of those suffixes count.
     """
 
     def __init__(
@@ -84,23 +104,28 @@ class PathFilter:
         if gitignore:
             from ._gitignore import load
 
-            self._gitignores = [load(Path(root)) for root in self.roots]
+            self._gitignores = [load(Path(root)) for root in self.roots if Path(root).is_dir()]
 
     def __call__(self, path: str) -> bool:
         """Whether a change to ``path`` should cause a reload."""
-        parts = Path(path).parts
-        if any(part in self.ignore_dirs for part in parts[:-1]):
+        name = os.path.basename(path)
+        if self.extensions and not name.endswith(self.extensions) and not os.path.isdir(path):
             return False
-        name = parts[-1] if parts else path
-        if self.extensions and not name.endswith(self.extensions):
-            return False
-        if any(ignored(path) for ignored in self._gitignores):
-            return False
+        return not self._ignored(path, name)
+
+    def skip_folder(self, path: str) -> bool:
+        """Whether the folder ``path`` (under a root) should not be watched at all."""
+        return self._ignored(path, os.path.basename(path))
+
+    def _ignored(self, path: str, name: str) -> bool:
         relative = self._relative(path)
+        folders = relative.split(os.sep)[:-1] if relative else []
+        if name in self.ignore_dirs or any(part in self.ignore_dirs for part in folders):
+            return True
         for glob in self.globs:
             if fnmatch.fnmatch(name, glob) or (relative and fnmatch.fnmatch(relative, glob)):
-                return False
-        return not (relative and any(part in self.ignore_dirs for part in Path(relative).parts))
+                return True
+        return any(ignored(path) for ignored in self._gitignores)
 
     def _relative(self, path: str) -> str:
         for root in self.roots:
@@ -124,6 +149,67 @@ async def _first(*events: anyio.Event) -> None:
 
 
 @final
+class _WatchSet:
+    """Paths watched by a chain of engine instances; the newest is armed before the last retires."""
+
+    def __init__(self, owner: Watcher, *, recursive: bool, keep: Callable[[str], bool]) -> None:
+        self.paths: set[str] = set()
+        self.recursive = recursive
+        self.keep = keep
+        self.rearm = anyio.Event()
+        self.armed = 0
+        self._owner = owner
+
+    async def run(
+        self,
+        emit: Emit,
+        *,
+        after_arm: Callable[[], Iterable[str]] = tuple,
+        inspect: Callable[[frozenset[str]], None] | None = None,
+    ) -> None:
+        owner = self._owner
+        async with anyio.create_task_group() as tg:
+            retire: anyio.Event | None = None
+            while not owner.stopping.is_set():
+                await _first(self.rearm, owner.stopping)
+                if owner.stopping.is_set():
+                    break
+                self.rearm = anyio.Event()
+                notify = owner.open_engine(sorted(self.paths), self.recursive)
+                self.armed = len(self.paths)
+                changed = frozenset(after_arm())
+                if changed:
+                    emit(changed)
+                if retire is not None:
+                    retire.set()
+                retire = anyio.Event()
+                tg.start_soon(self._follow, notify, retire, emit, inspect)
+            if retire is not None:
+                retire.set()
+
+    async def _follow(
+        self, notify: Any, retire: anyio.Event, emit: Emit, inspect: Callable[[frozenset[str]], None] | None
+    ) -> None:
+        """Report one engine's changes; close it at the first quiet moment after ``retire``."""
+        owner = self._owner
+        with notify:
+            while not owner.stopping.is_set():
+                # A finite timeout lets a retired engine report what it still holds, then go.
+                raw = await anyio.to_thread.run_sync(
+                    notify.watch, owner.cap_ms, owner.step_ms, 250, owner.stopping
+                )
+                if isinstance(raw, set):
+                    paths = frozenset(path for _, path in raw)
+                    if inspect is not None:
+                        inspect(paths)
+                    kept = frozenset(path for path in paths if self.keep(path))
+                    if kept:
+                        emit(kept)
+                elif raw == "timeout" and retire.is_set():
+                    return
+
+
+@final
 class Watcher:
     """Watches folders and files and hands each debounced batch of changed paths to ``emit``."""
 
@@ -136,27 +222,131 @@ class Watcher:
         debounce_max: float,
         poll: bool = False,
     ) -> None:
-        self.roots = tuple(roots)
-        self._filter = path_filter
-        self._step_ms = max(1, round(debounce * 1000))
-        self._cap_ms = max(self._step_ms, round(debounce_max * 1000))
-        self._poll = poll
-        self._stop = anyio.Event()
-        # Individual files (a child's imported modules): path -> the time since which a
-        # modification counts as unseen, until the watch covering it is armed.
+        self.roots = tuple(str(root) for root in roots)
+        self.filter = path_filter
+        self.step_ms = max(1, round(debounce * 1000))
+        self.cap_ms = max(self.step_ms, round(debounce_max * 1000))
+        self.poll = poll
+        self.stopping = anyio.Event()
+        self._per_folder = PER_FOLDER and not poll
+        self._tree = _WatchSet(self, recursive=not self._per_folder, keep=path_filter)
+        # A child's imported modules: path -> the time since which a modification counts as
+        # unseen, until the watch covering it is armed.
         self._files: set[str] = set()
-        self._dirs: set[str] = set()
+        self._file_set = _WatchSet(self, recursive=False, keep=self._files.__contains__)
         self._unchecked: dict[str, int] = {}
-        self._rearm = anyio.Event()
-        self.armed_files = 0
+        self._warned: set[str] = set()
+        self._root_gone = anyio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Watcher roots={len(self.roots)} folders={self._tree.armed} files={len(self._files)}>"
+
+    @property
+    def armed_folders(self) -> int:
+        """How many paths the folder watch registered with the OS (roots when recursive)."""
+        return self._tree.armed
+
+    @property
+    def armed_files(self) -> int:
+        """How many individual files (imported modules) are watched."""
+        return len(self._files) if self._file_set.armed else 0
 
     def stop(self) -> None:
-        """Make :meth:`run` return within one debounce step.
+        """Make :meth:`run` and :meth:`run_files` return within one debounce step."""
+        self.stopping.set()
 
-        Cancelling alone is not enough: watchfiles waits in a worker thread that only looks
-        at its stop event, and would otherwise hold the cancellation for up to 5 s.
-        """
-        self._stop.set()
+    def open_engine(self, paths: list[str], recursive: bool) -> Any:
+        """An armed engine over ``paths``; polls when the OS refuses more watches."""
+        from watchfiles._rust_notify import RustNotify
+
+        if not self.poll:
+            try:
+                return RustNotify(paths, False, False, _POLL_MS, recursive, True)
+            except (OSError, RuntimeError) as exc:
+                self.poll = True
+                logger.warning(
+                    "the OS refused file watches (%s); polling every %.1f s instead. On Linux, raise "
+                    "fs.inotify.max_user_watches / max_user_instances, or ignore big folders",
+                    exc,
+                    _POLL_MS / 1000,
+                )
+        return RustNotify(paths, False, True, _POLL_MS, recursive, True)
+
+    # -- folders ----------------------------------------------------------------------------
+
+    async def run(self, emit: Emit) -> None:
+        """Watch the roots until stopped."""
+        if not self.roots:
+            await self.stopping.wait()
+            return
+        self._tree.paths = self._scan(self.roots) if self._per_folder else set(self.roots)
+        self._tree.rearm.set()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._recover_roots, emit)
+            await self._tree.run(emit, inspect=self._notice_folders)
+            tg.cancel_scope.cancel()
+
+    def _scan(self, tops: Iterable[str]) -> set[str]:
+        """Every folder under ``tops`` worth watching, ignored ones left out (not entered)."""
+        found: set[str] = set()
+        stack = [top for top in tops if os.path.isdir(top)]
+        while stack:
+            folder = stack.pop()
+            found.add(folder)
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False) and not self.filter.skip_folder(entry.path):
+                            stack.append(entry.path)
+            except PermissionError:
+                found.discard(folder)
+                self._warn(folder, f"cannot read {folder} (permission denied); not watching it")
+            except OSError:
+                found.discard(folder)  # vanished while we looked
+        return found
+
+    def _notice_folders(self, paths: frozenset[str]) -> None:
+        """Start watching folders that appeared; forget ones that went away."""
+        if any(path in self.roots and not os.path.exists(path) for path in paths):
+            self._root_gone.set()
+        if not self._per_folder:
+            return
+        new = [
+            p
+            for p in paths
+            if p not in self._tree.paths and os.path.isdir(p) and not self.filter.skip_folder(p)
+        ]
+        gone = [p for p in paths if p in self._tree.paths and not os.path.isdir(p)]
+        self._tree.paths.difference_update(gone)
+        if new:
+            self._tree.paths |= self._scan(new)
+            self._tree.rearm.set()
+
+    async def _recover_roots(self, emit: Emit) -> None:
+        """A deleted watch root is watched again once it is back (polls only while missing)."""
+        while True:
+            await self._root_gone.wait()
+            self._root_gone = anyio.Event()
+            missing = [root for root in self.roots if not os.path.exists(root)]  # noqa: ASYNC240
+            if not missing:
+                continue
+            self._warn(missing[0], f"watch path {missing[0]} disappeared; waiting for it to come back")
+            # Nothing notifies us of a folder's return once its parent is not watched: poll.
+            while any(not os.path.exists(root) for root in missing):  # noqa: ASYNC110, ASYNC240
+                await anyio.sleep(_ROOT_RECHECK)
+            for root in missing:
+                self._warned.discard(root)
+                if self._per_folder:
+                    self._tree.paths |= self._scan([root])
+            self._tree.rearm.set()
+            emit(frozenset(missing))
+
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning("%s", message)
+
+    # -- individual files -------------------------------------------------------------------
 
     def add_files(self, paths: Iterable[str], since_ns: int) -> None:
         """Also watch these files; a modification at or after ``since_ns`` counts as a change."""
@@ -166,56 +356,18 @@ class Watcher:
                 continue
             self._files.add(path)
             self._unchecked[path] = since_ns
-            self._dirs.add(os.path.dirname(path))
-            added = True
+            folder = os.path.dirname(path)
+            if folder not in self._file_set.paths:
+                self._file_set.paths.add(folder)
+                added = True
         if added:
-            self._rearm.set()
-
-    def _tracked(self, _change: watchfiles.Change, path: str) -> bool:
-        return path in self._files
+            self._file_set.rearm.set()
+        elif self._unchecked and self._file_set.armed:
+            self._file_set.rearm.set()  # their folder is watched already: just check them
 
     async def run_files(self, emit: Emit) -> None:
-        """Watch the files given to :meth:`add_files` until stopped.
-
-        We drive watchfiles' documented Rust backend here rather than ``awatch``, because only
-        it tells us when the OS watch is in place. When new folders must be added, the new
-        watch is armed *before* the old one retires, so no moment goes unwatched; a newly
-        added file's modification time, checked once its watch is armed, catches edits made
-        between the child's start and then.
-        """
-        from watchfiles._rust_notify import RustNotify
-
-        async with anyio.create_task_group() as tg:
-            retire: anyio.Event | None = None
-            while not self._stop.is_set():
-                await _first(self._rearm, self._stop)
-                if self._stop.is_set():
-                    break
-                self._rearm = anyio.Event()
-                notify = RustNotify(sorted(self._dirs), False, self._poll, 300, False, True)  # armed
-                self.armed_files = len(self._files)
-                changed = self._unseen_changes()
-                if changed:
-                    emit(frozenset(changed))
-                if retire is not None:
-                    retire.set()
-                retire = anyio.Event()
-                tg.start_soon(self._follow_notify, notify, retire, emit)
-
-    async def _follow_notify(self, notify: Any, retire: anyio.Event, emit: Emit) -> None:
-        """Report one watch's changes; close it at the first quiet moment after ``retire``."""
-        with notify:
-            while not self._stop.is_set():
-                # A finite timeout lets a retired watch report what it still holds, then go.
-                raw = await anyio.to_thread.run_sync(
-                    notify.watch, self._cap_ms, self._step_ms, 250, self._stop
-                )
-                if isinstance(raw, set):
-                    paths = frozenset(path for _, path in raw if path in self._files)
-                    if paths:
-                        emit(paths)
-                elif raw == "timeout" and retire.is_set():
-                    return
+        """Watch the files given to :meth:`add_files` until stopped."""
+        await self._file_set.run(emit, after_arm=self._unseen_changes)
 
     def _unseen_changes(self) -> list[str]:
         changed = []
@@ -227,28 +379,3 @@ class Watcher:
                 changed.append(path)  # deleted or unreadable: the child's copy is stale
         self._unchecked.clear()
         return changed
-
-    def __repr__(self) -> str:
-        return f"<Watcher roots={len(self.roots)} poll={self._poll}>"
-
-    def _keep(self, _change: watchfiles.Change, path: str) -> bool:
-        return self._filter(path)
-
-    async def run(self, emit: Emit) -> None:
-        """Watch until cancelled."""
-        if not self.roots:
-            await self._stop.wait()
-            return
-        async for changes in watchfiles.awatch(
-            *self.roots,
-            stop_event=self._stop,
-            watch_filter=self._keep,
-            debounce=self._cap_ms,
-            step=self._step_ms,
-            force_polling=self._poll or None,
-            ignore_permission_denied=True,
-        ):
-            paths = frozenset(path for _, path in changes)
-            if paths:
-                logger.debug("changes: %s", sorted(paths))
-                emit(paths)

@@ -43,6 +43,10 @@ def test_importing_the_child_api_stays_cheap() -> None:
 
 
 def test_supervisor_loads_on_first_use() -> None:
-    code = "import sys, aioreload\naioreload.Supervisor\nprint('watchfiles' in sys.modules)"
+    code = (
+        "import sys, aioreload\n"
+        "aioreload.Supervisor\n"
+        "print(all(m in sys.modules for m in ('anyio', 'aioreload._supervisor')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"

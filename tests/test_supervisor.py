@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -168,7 +169,8 @@ async def test_cancelling_the_supervisor_stops_the_child(project: Project, lines
     for pid in (int(ready[1]), guardian):
         assert pid is None or not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     if fds_before:
-        assert len(list(Path("/proc/self/fd").iterdir())) <= fds_before
+        after = {str(p): os.readlink(p) for p in Path("/proc/self/fd").iterdir() if p.exists()}
+        assert len(after) <= fds_before, after
 
 
 async def test_requests_during_stop_join_the_reload_in_progress(project: Project, lines: Lines) -> None:
