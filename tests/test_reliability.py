@@ -1,0 +1,331 @@
+"""Reliability: file-watch faults, bursts and races, edits during start-up, and a soak run."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+from conftest import CHILDREN, Lines, Project, child
+
+from aioreload import EventKind, ReloadReason, Supervisor
+
+pytestmark = pytest.mark.anyio
+LINUX = sys.platform.startswith("linux")
+
+
+def make(project: Project, command: list[str], **options: Any) -> Supervisor:
+    options.setdefault("watch", [project.root])
+    options.setdefault("stop_timeout", 3.0)
+    options.setdefault("debounce", 0.02)
+    options.setdefault("debounce_max", 0.5)
+    return Supervisor(command, env=project.env, **options)
+
+
+def inotify_watches(pid: int) -> int:
+    """How many inotify watches process ``pid`` holds (Linux: fdinfo lines)."""
+    count = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            count += sum(1 for line in info.read_text().splitlines() if line.startswith("inotify wd:"))
+        except OSError:
+            continue
+    return count
+
+
+@pytest.fixture
+def fast_tmp() -> Iterator[Path]:
+    """A scratch folder on tmpfs when there is one: 50,000 folders are made and removed fast."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    folder = Path(tempfile.mkdtemp(prefix="aioreload-", dir=base)).resolve()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- watcher faults --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LINUX, reason="counts inotify watches")
+async def test_ignored_folders_are_never_registered(fast_tmp: Path, project: Project, lines: Lines) -> None:
+    root = fast_tmp / "app"
+    for name in ("node_modules", ".venv/lib", ".git/objects"):
+        for i in range(250 if name == "node_modules" else 10):
+            for j in range(200 if name == "node_modules" else 10):
+                os.makedirs(root / name / f"p{i}" / f"d{j}")
+    (root / "src" / "pkg").mkdir(parents=True)
+    before = inotify_watches(os.getpid())
+    async with make(project, child("ready_wait"), watch=[root]) as sup:
+        with sup.events() as events:
+            await lines.next("READY")
+            await anyio.wait_all_tasks_blocked()
+            held = inotify_watches(os.getpid()) - before
+            # app, src, src/pkg: three folders, not 52,000.
+            assert held <= 5, held
+            (root / "src" / "pkg" / "mod.py").write_text("x = 1\n")
+            assert (await events.next(EventKind.STARTED)).reason is ReloadReason.FILE_CHANGE
+            (root / "node_modules" / "p1" / "d1" / "index.js").write_text("x\n")
+            with anyio.move_on_after(0.5):
+                await events.next(EventKind.CHANGED)
+                pytest.fail("a change inside node_modules was reported")
+
+
+async def test_deleted_and_recreated_subfolder_keeps_working(project: Project, lines: Lines) -> None:
+    sub = project.root / "pkg"
+    sub.mkdir()
+    async with make(project, child("ready_wait")) as sup:
+        with sup.events() as events:
+            await lines.next("READY")
+            await anyio.wait_all_tasks_blocked()
+            shutil.rmtree(sub)
+            await events.next(EventKind.STARTED)
+            sub.mkdir()
+            await events.next(EventKind.STARTED)
+            await anyio.wait_all_tasks_blocked()  # the new folder's watch is armed
+            (sub / "mod.py").write_text("x = 2\n")
+            started = await events.next(EventKind.STARTED)
+            assert str(sub / "mod.py") in started.changes
+
+
+async def test_deleted_and_recreated_root_keeps_working(project: Project, lines: Lines) -> None:
+    root = project.root / "watched"
+    root.mkdir()
+    async with make(project, child("ready_wait"), watch=[root]) as sup:
+        with sup.events() as events:
+            await lines.next("READY")
+            await anyio.wait_all_tasks_blocked()
+            shutil.rmtree(root)
+            await events.next(EventKind.STARTED)
+            root.mkdir()
+            back = await events.next(EventKind.STARTED)  # the root's return is a change too
+            assert str(root) in back.changes
+            await anyio.wait_all_tasks_blocked()
+            (root / "mod.py").write_text("x = 3\n")
+            started = await events.next(EventKind.STARTED)
+            assert str(root / "mod.py") in started.changes
+
+
+async def test_poll_option_sees_changes(project: Project, lines: Lines) -> None:
+    async with make(project, child("ready_wait"), poll=True):
+        await lines.next("READY")
+        await anyio.wait_all_tasks_blocked()
+        for attempt in range(20):  # the poller's first scan may come after the first write
+            project.set_version(f"polled-{attempt}")
+            with anyio.move_on_after(1.5):
+                assert (await lines.next("READY"))[2].startswith("polled-")
+                break
+        else:
+            pytest.fail("polling never saw the change")
+
+
+@pytest.mark.skipif(not LINUX, reason="exhausts inotify instances")
+async def test_exhausted_watches_fall_back_to_polling(
+    project: Project, lines: Lines, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process of ours holds every inotify instance this user may have."""
+    hog_code = (
+        "import ctypes, sys\nlibc = ctypes.CDLL(None)\nfds = []\n"
+        "while True:\n    fd = libc.inotify_init1(0)\n    if fd < 0: break\n    fds.append(fd)\n"
+        "print(len(fds), flush=True)\nsys.stdin.read()\n"
+    )
+    hog = await anyio.open_process([sys.executable, "-c", hog_code])
+    async with hog:
+        assert hog.stdout is not None
+        assert int((await hog.stdout.receive()).decode()) > 0
+        try:
+            with caplog.at_level("WARNING", logger="aioreload"):
+                async with make(project, child("ready_wait")):
+                    await lines.next("READY")
+                    await anyio.wait_all_tasks_blocked()
+                    assert any("polling" in r.getMessage() for r in caplog.records), caplog.text
+                    for attempt in range(20):  # the poller's first scan may come after a write
+                        project.set_version(f"polled-{attempt}")
+                        with anyio.move_on_after(1.0):
+                            assert (await lines.next("READY", timeout=5))[2].startswith("polled-")
+                            break
+                    else:
+                        pytest.fail("no reload while polling")
+        finally:
+            assert hog.stdin is not None
+            await hog.stdin.aclose()
+
+
+def test_unreadable_folders_are_skipped_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Logic only: the suite runs as root, for whom no folder is unreadable, so scandir is faked."""
+    from aioreload._watch import PathFilter, Watcher
+
+    (tmp_path / "ok" / "deeper").mkdir(parents=True)
+    (tmp_path / "secret" / "inside").mkdir(parents=True)
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> Any:
+        if str(path).endswith("secret"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    watcher = Watcher([tmp_path], path_filter=PathFilter(roots=[tmp_path]), debounce=0.05, debounce_max=1)
+    with caplog.at_level("WARNING", logger="aioreload"):
+        found = watcher._scan([str(tmp_path)])
+    assert found == {str(tmp_path), str(tmp_path / "ok"), str(tmp_path / "ok" / "deeper")}
+    assert "permission denied" in caplog.text
+
+
+# -- bursts and races ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_burst_of_1000_files_gives_one_restart_with_final_content(
+    project: Project, lines: Lines
+) -> None:
+    async with make(project, child("ready_wait"), debounce=0.05, debounce_max=2.0) as sup:
+        with sup.events() as events:
+            await lines.next("READY")
+            await anyio.wait_all_tasks_blocked()
+            for i in range(999):
+                (project.root / f"file_{i}.py").write_text(f"x = {i}\n")
+            project.set_version("final")
+            assert (await lines.next("READY"))[2] == "final"
+            assert len((await events.next(EventKind.STARTED)).changes) == 1000
+            with anyio.move_on_after(2.5):
+                extra = await events.next(EventKind.STARTED)
+                pytest.fail(f"another restart followed: generation {extra.generation}")
+
+
+@pytest.mark.slow
+async def test_thousand_triggers_give_a_handful_of_restarts_and_never_two_children(
+    project: Project, lines: Lines
+) -> None:
+    me = psutil.Process()
+    async with make(project, child("ready_wait"), watch=[]) as sup:
+        await lines.next("READY")
+        with sup.events() as events:
+
+            def hammer() -> None:
+                for _ in range(1000):
+                    sup.request_reload()
+
+            await anyio.to_thread.run_sync(hammer)
+            await sup.reload()  # settles once everything above is served
+            restarts = 0
+            with anyio.move_on_after(0.5):
+                async for event in events:
+                    if event.kind is EventKind.STARTED:
+                        restarts += 1
+                        alive = [
+                            p
+                            for p in me.children()
+                            if p.pid != sup.guardian_pid and p.status() != psutil.STATUS_ZOMBIE
+                        ]
+                        assert len(alive) == 1, alive
+    assert 1 <= restarts <= 5, restarts
+
+
+async def ready_with(lines: Lines, value: str) -> None:
+    """Wait until a child reports ``value`` (children in between may report older ones)."""
+    with anyio.fail_after(15):
+        while (await lines.next("READY"))[2] != value:
+            pass
+
+
+async def test_edit_while_the_child_is_importing_is_not_lost(project: Project, lines: Lines) -> None:
+    shutil.copy(CHILDREN / "slow_import.py", project.root / "app.py")
+    (project.root / "fresh_module.py").write_text("VALUE = 'old'\n")
+    env = dict(project.env, TEST_CHILDREN=str(CHILDREN), TEST_IMPORT_DELAY="0.3")
+    process = await anyio.open_process(
+        [sys.executable, "app.py"], cwd=project.root, env=env, stdout=None, stderr=None
+    )
+    async with process:
+        try:
+            await lines.next("IMPORTING")  # the supervisor itself
+            await lines.next("IMPORTING")  # its child, before it imports first.py
+            await lines.next("READY")
+            first = project.root / "fresh_module.py"
+            first.write_text("VALUE = 'edited-at-once'\n")  # 0 s after the child's first line
+            await ready_with(lines, "edited-at-once")
+            first.write_text("VALUE = 'v3'\n")
+            await lines.next("IMPORTING")  # the next child, about to import first.py
+            first.write_text("VALUE = 'edited-during-import'\n")
+            await ready_with(lines, "edited-during-import")
+        finally:
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(10):
+                await process.wait()
+
+
+async def test_child_that_floods_and_closes_stdout_does_not_block(project: Project, lines: Lines) -> None:
+    command = [sys.executable, "-m", "aioreload", "-w", str(project.root), "--", *child("flood")]
+    with open(os.devnull, "w") as sink:
+        cli = await anyio.open_process(command, env=project.env, stdout=sink, stderr=subprocess.DEVNULL)
+        async with cli:
+            await lines.next("READY")
+            cli.send_signal(signal.SIGHUP)
+            await lines.next("READY")
+            cli.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                await cli.wait()
+
+
+# -- soak ------------------------------------------------------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_soak_500_reloads_of_changes_triggers_and_kills(project: Project) -> None:
+    """500 reloads: after each, exactly one child; descriptors and memory do not grow."""
+    me = psutil.Process()
+    rng = random.Random(1234)
+    sup = make(
+        project, ["sleep", "1000"], restart_on_crash=True, crash_backoff=0.001, crash_backoff_max=0.001
+    )
+    async with sup:
+        with sup.events() as events:
+            await anyio.wait_all_tasks_blocked()
+            fds = rss = 0
+            for step in range(500):
+                if step == 50:  # warmed up: caches filled, threads started
+                    fds, rss = _open_fds(), me.memory_info().rss
+                kind = rng.choice(["change", "trigger", "kill"])
+                generation = sup.generation
+                if kind == "change":
+                    project.set_version(step)
+                elif kind == "trigger":
+                    sup.request_reload()
+                else:
+                    assert sup.pid is not None
+                    os.kill(sup.pid, signal.SIGKILL)
+                with anyio.fail_after(10):
+                    while True:
+                        event = await events.next(EventKind.STARTED)
+                        if event.generation > generation:
+                            break
+                    await anyio.wait_all_tasks_blocked()
+                alive = [
+                    p
+                    for p in me.children()
+                    if p.pid != sup.guardian_pid and p.status() != psutil.STATUS_ZOMBIE
+                ]
+                assert [p.pid for p in alive] == [sup.pid], (step, kind)
+            grown_fds = _open_fds() - fds
+            grown_rss = me.memory_info().rss - rss
+    print(f"soak: {sup.generation} children, fds +{grown_fds}, rss +{grown_rss / 1024:.0f} KiB")
+    assert grown_fds <= 0
+    assert grown_rss < 5 * 1024 * 1024
