@@ -37,8 +37,6 @@ __all__ = ["BeforeReload", "EventStream", "ReloadRequest", "Supervisor"]
 
 logger = logging.getLogger(__name__)
 
-# A child that ran this long before crashing resets the crash backoff.
-_HEALTHY_RUN = 10.0
 # The child's environment variable may not exceed the kernel's per-string limit (128 KiB on Linux).
 _MAX_CHANGES_ENV = 32 * 1024
 
@@ -181,8 +179,9 @@ class Supervisor:
             when it imports ``aioreload``; :func:`aioreload.run` turns this on.
         restart_on_crash: Restart a child that exits with a non-zero code by itself, after
             ``crash_backoff`` seconds, doubling for each crash in a row up to
-            ``crash_backoff_max``; a run of 10 s or more resets the delay. A change or trigger
-            restarts it at once. Off by default: a crashed child waits for the next change.
+            ``crash_backoff_max``; a run that lasted ``crash_backoff_max`` or longer resets
+            the delay. A change or trigger restarts it at once. Off by default: a crashed
+            child waits for the next change.
         crash_backoff: First restart delay in seconds.
         crash_backoff_max: Cap on the restart delay in seconds.
         gitignore: Also ignore what the ``.gitignore`` files under the watch roots ignore.
@@ -519,8 +518,8 @@ class Supervisor:
     def _schedule_crash_restart(self, run: _Run) -> None:
         """Restart a crashed child after an exponential backoff (reset by a healthy run)."""
         lived = time.monotonic() - run.child.started
-        if lived >= _HEALTHY_RUN:
-            self._backoff = 0.0
+        if lived >= max(self._crash_backoff_max, self._crash_backoff):
+            self._backoff = 0.0  # it ran well for a while: this is a new problem
         self._backoff = min(self._crash_backoff_max, max(self._crash_backoff, self._backoff * 2))
         delay = self._backoff
         logger.info("child crashed; restarting in %.1fs", delay)

@@ -329,3 +329,71 @@ async def test_soak_500_reloads_of_changes_triggers_and_kills(project: Project) 
     print(f"soak: {sup.generation} children, fds +{grown_fds}, rss +{grown_rss / 1024:.0f} KiB")
     assert grown_fds <= 0
     assert grown_rss < 5 * 1024 * 1024
+
+
+# -- crashes ---------------------------------------------------------------------------------
+
+
+async def test_restart_on_crash_backs_off_exponentially_and_stays_cheap(
+    project: Project, lines: Lines
+) -> None:
+    me = psutil.Process()
+    cpu_before = sum(me.cpu_times()[:2])
+    sup = make(
+        project,
+        child("exit_code", "3"),
+        watch=[],
+        restart_on_crash=True,
+        crash_backoff=0.1,
+        crash_backoff_max=0.4,
+    )
+    delays = []
+    async with sup:
+        with sup.events() as events:
+            exited = await events.next(EventKind.EXITED)
+            for _ in range(5):
+                assert exited.returncode == 3
+                crashed_at = anyio.current_time()
+                started = await events.next(EventKind.STARTED)
+                assert started.reason is ReloadReason.CRASH
+                delays.append(anyio.current_time() - crashed_at)
+                exited = await events.next(EventKind.EXITED)
+    cpu = sum(me.cpu_times()[:2]) - cpu_before
+    # 0.1, 0.2, 0.4 (the cap), 0.4, 0.4: each at least its backoff, never a tight loop.
+    for delay, floor in zip(delays, [0.1, 0.2, 0.4, 0.4, 0.4], strict=True):
+        assert floor * 0.9 <= delay < floor + 1.0, delays
+    wall = sum(delays)
+    assert cpu < wall * 0.5, (cpu, wall)  # the supervisor mostly sleeps through a crash loop
+
+
+async def test_restart_on_crash_backoff_resets_after_a_healthy_run(project: Project, lines: Lines) -> None:
+    sup = make(
+        project,
+        child("exit_code", "3", "0.3"),
+        watch=[],
+        restart_on_crash=True,
+        crash_backoff=0.05,
+        crash_backoff_max=0.2,
+    )
+    async with sup:
+        with sup.events() as events:
+            for _ in range(3):  # each run lasts 0.3 s > the 0.2 s cap: the delay starts over
+                exited = await events.next(EventKind.EXITED)
+                crashed_at = anyio.current_time()
+                await events.next(EventKind.STARTED)
+                assert anyio.current_time() - crashed_at < 0.15
+            assert exited.returncode == 3
+
+
+async def test_crash_is_reported_once_then_a_change_restarts(project: Project, lines: Lines) -> None:
+    async with make(project, child("exit_code", "1")) as sup:
+        with sup.events() as events:
+            await events.next(EventKind.EXITED)
+            with anyio.move_on_after(0.5):
+                event = await events.next()
+                pytest.fail(f"after the crash: {event.kind}")
+            await anyio.wait_all_tasks_blocked()
+            project.set_version("fixed")
+            assert (await events.next(EventKind.STARTED)).reason is ReloadReason.FILE_CHANGE
+            assert (await lines.next("READY"))[2] == "1"  # the run that crashed
+            assert (await lines.next("READY"))[2] == "fixed"
