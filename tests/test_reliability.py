@@ -397,3 +397,29 @@ async def test_crash_is_reported_once_then_a_change_restarts(project: Project, l
             assert (await events.next(EventKind.STARTED)).reason is ReloadReason.FILE_CHANGE
             assert (await lines.next("READY"))[2] == "1"  # the run that crashed
             assert (await lines.next("READY"))[2] == "fixed"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminals")
+async def test_terminal_echo_is_restored_after_a_child_dies_mid_prompt(
+    project: Project, lines: Lines
+) -> None:
+    import termios
+
+    controller, terminal = os.openpty()
+    try:
+        command = [sys.executable, "-m", "aioreload", "-w", str(project.root), "--", *child("echo_off")]
+        cli = await anyio.open_process(command, env=project.env, stdin=terminal, stdout=None, stderr=None)
+        async with cli:
+            try:
+                await lines.next("READY")
+                assert not termios.tcgetattr(terminal)[3] & termios.ECHO  # the child turned it off
+                cli.send_signal(signal.SIGHUP)
+                await lines.next("READY")
+                assert termios.tcgetattr(terminal)[3] & termios.ECHO  # back on after the reload
+            finally:
+                cli.send_signal(signal.SIGTERM)
+                with anyio.fail_after(10):
+                    await cli.wait()
+    finally:
+        os.close(controller)
+        os.close(terminal)
