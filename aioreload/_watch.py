@@ -32,6 +32,8 @@ from typing import Any, final
 
 import anyio
 
+from ._inotify import IN_ISDIR, IN_Q_OVERFLOW, Inotify, WatchLimitError
+
 __all__ = ["DEFAULT_IGNORE_DIRS", "DEFAULT_IGNORE_GLOBS", "PathFilter", "Watcher"]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ Emit = Callable[[frozenset[str]], None]
 
 # Watch each folder on its own (and skip ignored ones) where the OS needs a watch per folder.
 PER_FOLDER = sys.platform.startswith("linux")
+# Read inotify from the event loop on Linux (AIORELOAD_ENGINE=watchfiles forces the fallback).
+USE_INOTIFY = PER_FOLDER and os.environ.get("AIORELOAD_ENGINE", "inotify") == "inotify"
 # How often a missing watch root is looked for, and the polling period when we must poll.
 _ROOT_RECHECK = 0.25
 _POLL_MS = 300
@@ -237,6 +241,11 @@ class Watcher:
         self._unchecked: dict[str, int] = {}
         self._warned: set[str] = set()
         self._root_gone = anyio.Event()
+        # Linux: one inotify descriptor, read from the event loop, serves folders and files.
+        self._inotify: Inotify | None = None
+        self._decided = anyio.Event()
+        self.early: Callable[[], None] | None = None
+        self._emit: Emit | None = None
 
     def __repr__(self) -> str:
         return f"<Watcher roots={len(self.roots)} folders={self._tree.armed} files={len(self._files)}>"
@@ -244,16 +253,106 @@ class Watcher:
     @property
     def armed_folders(self) -> int:
         """How many paths the folder watch registered with the OS (roots when recursive)."""
+        if self._inotify is not None:
+            return len(self._tree.paths)
         return self._tree.armed
 
     @property
     def armed_files(self) -> int:
         """How many individual files (imported modules) are watched."""
+        if self._inotify is not None:
+            return len(self._files)
         return len(self._files) if self._file_set.armed else 0
 
     def stop(self) -> None:
         """Make :meth:`run` and :meth:`run_files` return within one debounce step."""
         self.stopping.set()
+
+    def _fall_back(self, exc: OSError) -> None:
+        self.poll = True
+        self._per_folder = False
+        logger.warning(
+            "the OS refused file watches (%s); polling every %.1f s instead. On Linux, raise "
+            "fs.inotify.max_user_watches / max_user_instances, or ignore big folders",
+            exc,
+            _POLL_MS / 1000,
+        )
+
+    def _add_folder(self, folder: str) -> bool:
+        assert self._inotify is not None
+        try:
+            return self._inotify.add(folder)
+        except PermissionError:
+            self._warn(folder, f"cannot read {folder} (permission denied); not watching it")
+            return False
+
+    async def _run_inotify(self, emit: Emit) -> None:
+        """Read inotify events from the loop; debounce them here (quiet period, then a cap)."""
+        ino = self._inotify
+        assert ino is not None
+        self._emit = emit
+        self._tree.paths = {folder for folder in self._scan(self.roots) if self._add_folder(folder)}
+        for folder in self._file_set.paths:
+            self._add_folder(folder)
+        if self._unchecked:
+            changed = self._unseen_changes()
+            if changed:
+                emit(frozenset(changed))
+        quiet = self.step_ms / 1000
+        cap = self.cap_ms / 1000
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._recover_roots, emit)
+
+            async def stop_when_told() -> None:
+                await self.stopping.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_when_told)
+            pending: set[str] = set()
+            began = 0.0
+            while True:
+                if not pending:
+                    events = await ino.read()
+                    began = anyio.current_time()
+                else:
+                    left = min(quiet, began + cap - anyio.current_time())
+                    events = []
+                    with anyio.move_on_after(max(0.0, left)):
+                        events = await ino.read()
+                    if not events:
+                        batch, pending = frozenset(pending), set()
+                        emit(batch)
+                        continue
+                fresh = self._inotify_changes(events)
+                if fresh and not pending and self.early is not None:
+                    self.early()
+                pending |= fresh
+
+    def _inotify_changes(self, events: list[tuple[str, int]]) -> set[str]:
+        """The paths in ``events`` that matter; new folders get watched on the way."""
+        changed: set[str] = set()
+        for path, mask in events:
+            if mask & IN_Q_OVERFLOW:  # the kernel lost events: treat everything as changed
+                changed.update(self.roots)
+                continue
+            under_root = any(path == root or path.startswith(root + os.sep) for root in self.roots)
+            if path in self.roots and not os.path.exists(path):
+                self._root_gone.set()
+            if (
+                mask & IN_ISDIR
+                and under_root
+                and path not in self._tree.paths
+                and not self.filter.skip_folder(path)
+            ):
+                if os.path.isdir(path):
+                    for folder in self._scan([path]):
+                        if self._add_folder(folder):
+                            self._tree.paths.add(folder)
+            elif mask & IN_ISDIR and path in self._tree.paths and not os.path.isdir(path):
+                self._tree.paths.discard(path)
+            if (under_root and self.filter(path)) or path in self._files:
+                changed.add(path)
+        return changed
 
     def open_engine(self, paths: list[str], recursive: bool) -> Any:
         """An armed engine over ``paths``; polls when the OS refuses more watches."""
@@ -275,7 +374,22 @@ class Watcher:
     # -- folders ----------------------------------------------------------------------------
 
     async def run(self, emit: Emit) -> None:
-        """Watch the roots until stopped."""
+        """Watch the roots (and, on Linux, the added files) until stopped."""
+        if self._per_folder and USE_INOTIFY:
+            try:
+                self._inotify = Inotify()
+            except OSError as exc:
+                self._fall_back(exc)
+        self._decided.set()
+        if self._inotify is not None:
+            try:
+                with self._inotify:
+                    await self._run_inotify(emit)
+                return
+            except WatchLimitError as exc:
+                self._inotify = None
+                self._fall_back(exc)
+                self._file_set.rearm.set()
         if not self.roots:
             await self.stopping.wait()
             return
@@ -336,7 +450,9 @@ class Watcher:
                 await anyio.sleep(_ROOT_RECHECK)
             for root in missing:
                 self._warned.discard(root)
-                if self._per_folder:
+                if self._inotify is not None:
+                    self._tree.paths |= {folder for folder in self._scan([root]) if self._add_folder(folder)}
+                elif self._per_folder:
                     self._tree.paths |= self._scan([root])
             self._tree.rearm.set()
             emit(frozenset(missing))
@@ -360,13 +476,24 @@ class Watcher:
             if folder not in self._file_set.paths:
                 self._file_set.paths.add(folder)
                 added = True
-        if added:
+        if self._inotify is not None and self._inotify.fd >= 0:
+            for folder in self._file_set.paths - set(self._inotify.watched()):
+                self._add_folder(folder)
+            changed = self._unseen_changes()  # after the watches are in place: no gap
+            if changed and self._emit is not None:
+                self._emit(frozenset(changed))
+        elif added:
             self._file_set.rearm.set()
         elif self._unchecked and self._file_set.armed:
             self._file_set.rearm.set()  # their folder is watched already: just check them
 
     async def run_files(self, emit: Emit) -> None:
-        """Watch the files given to :meth:`add_files` until stopped."""
+        """Watch the files given to :meth:`add_files` until stopped (where inotify is not used)."""
+        await self._decided.wait()
+        if self._inotify is not None:
+            await self.stopping.wait()
+            if self._inotify is not None:
+                return
         await self._file_set.run(emit, after_arm=self._unseen_changes)
 
     def _unseen_changes(self) -> list[str]:

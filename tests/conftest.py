@@ -102,6 +102,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(params=["inotify", "watchfiles"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with each change engine: inotify read from the loop (Linux), and watchfiles'."""
+    import aioreload._watch
+
+    if request.param == "inotify" and not aioreload._watch.USE_INOTIFY:
+        pytest.skip("inotify is Linux-only")
+    monkeypatch.setattr(aioreload._watch, "USE_INOTIFY", request.param == "inotify")
+    return str(request.param)
+
+
 @pytest.fixture
 async def lines() -> AsyncIterator[Lines]:
     if sys.platform == "win32":

@@ -59,7 +59,9 @@ def fast_tmp() -> Iterator[Path]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not LINUX, reason="counts inotify watches")
-async def test_ignored_folders_are_never_registered(fast_tmp: Path, project: Project, lines: Lines) -> None:
+async def test_ignored_folders_are_never_registered(
+    fast_tmp: Path, project: Project, lines: Lines, engine: str
+) -> None:
     root = fast_tmp / "app"
     for name in ("node_modules", ".venv/lib", ".git/objects"):
         for i in range(250 if name == "node_modules" else 10):
@@ -82,7 +84,9 @@ async def test_ignored_folders_are_never_registered(fast_tmp: Path, project: Pro
                 pytest.fail("a change inside node_modules was reported")
 
 
-async def test_deleted_and_recreated_subfolder_keeps_working(project: Project, lines: Lines) -> None:
+async def test_deleted_and_recreated_subfolder_keeps_working(
+    project: Project, lines: Lines, engine: str
+) -> None:
     sub = project.root / "pkg"
     sub.mkdir()
     async with make(project, child("ready_wait")) as sup:
@@ -99,7 +103,7 @@ async def test_deleted_and_recreated_subfolder_keeps_working(project: Project, l
             assert str(sub / "mod.py") in started.changes
 
 
-async def test_deleted_and_recreated_root_keeps_working(project: Project, lines: Lines) -> None:
+async def test_deleted_and_recreated_root_keeps_working(project: Project, lines: Lines, engine: str) -> None:
     root = project.root / "watched"
     root.mkdir()
     async with make(project, child("ready_wait"), watch=[root]) as sup:
@@ -190,7 +194,7 @@ def test_unreadable_folders_are_skipped_with_a_warning(
 
 @pytest.mark.slow
 async def test_burst_of_1000_files_gives_one_restart_with_final_content(
-    project: Project, lines: Lines
+    project: Project, lines: Lines, engine: str
 ) -> None:
     async with make(project, child("ready_wait"), debounce=0.05, debounce_max=2.0) as sup:
         with sup.events() as events:

@@ -33,7 +33,7 @@ async def armed() -> None:
     await anyio.wait_all_tasks_blocked()
 
 
-async def test_restart_on_change_with_graceful_stop(project: Project, lines: Lines) -> None:
+async def test_restart_on_change_with_graceful_stop(project: Project, lines: Lines, engine: str) -> None:
     sup = make(project, child("ready_wait"))
     with sup.events() as events:
         async with sup:
@@ -116,7 +116,7 @@ async def test_reload_leaves_no_grandchild(project: Project, lines: Lines, varia
         assert not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE
 
 
-async def test_burst_of_200_writes_gives_one_restart(project: Project, lines: Lines) -> None:
+async def test_burst_of_200_writes_gives_one_restart(project: Project, lines: Lines, engine: str) -> None:
     async with make(project, child("ready_wait"), debounce=0.05, debounce_max=1.0) as sup:
         with sup.events() as events:
             await lines.next("READY")
