@@ -249,6 +249,11 @@ class Supervisor:
             debounce_max=debounce_max,
             poll=poll,
         )
+        if before_reload is None:
+            # With no hook to consult, the old child starts stopping at the first event of
+            # a burst, while the debounce still gathers the rest: the stop hides in the wait.
+            self._watcher.early = self._on_early
+        self._early = False
         self._run: _Run | None = None
         self._generation = 0
         self._pending: _Pending | None = None
@@ -447,7 +452,11 @@ class Supervisor:
                     try:
                         self._exit_code = await self._supervise()
                     finally:
-                        self._watcher.stop()
+                        self._watcher.stop()  # winds down while the child stops
+                        with anyio.CancelScope(shield=True):
+                            run = self._run
+                            if run is not None and run.child.returncode is None:
+                                await self._stop(run)
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -512,6 +521,12 @@ class Supervisor:
                 self._emit(EventKind.SKIPPED, reason=batch.reason, changes=sorted(batch.changes))
                 self._settle(batch.seq, False)
                 continue
+            if self._early:
+                self._early = False
+                run = self._run
+                if run is not None and run.child.returncode is None and not run.stopping:
+                    await self._stop(run)
+                continue
             await self._wake.wait()
             self._wake = anyio.Event()
 
@@ -574,6 +589,10 @@ class Supervisor:
     def _outcome(self, seq: int) -> bool | None:
         settled = [key for key in self._outcomes if key >= seq]
         return self._outcomes[min(settled)] if settled else None
+
+    def _on_early(self) -> None:
+        self._early = True
+        self._wake.set()
 
     def _on_changes(self, paths: frozenset[str]) -> None:
         self._emit(EventKind.CHANGED, changes=sorted(paths))

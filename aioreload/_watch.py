@@ -25,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -102,6 +103,7 @@ class PathFilter:
     ) -> None:
         self.ignore_dirs = frozenset(ignore_dirs)
         self.globs = (*DEFAULT_IGNORE_GLOBS, *ignore)
+        self._glob = re.compile("|".join(f"(?:{fnmatch.translate(glob)})" for glob in self.globs))
         self.extensions = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
         self.roots = tuple(str(r) for r in roots)
         self._gitignores: list[Callable[[str], bool]] = []
@@ -126,9 +128,10 @@ class PathFilter:
         folders = relative.split(os.sep)[:-1] if relative else []
         if name in self.ignore_dirs or any(part in self.ignore_dirs for part in folders):
             return True
-        for glob in self.globs:
-            if fnmatch.fnmatch(name, glob) or (relative and fnmatch.fnmatch(relative, glob)):
-                return True
+        if self._glob.match(os.path.normcase(name)) or (
+            relative and self._glob.match(os.path.normcase(relative))
+        ):
+            return True
         return any(ignored(path) for ignored in self._gitignores)
 
     def _relative(self, path: str) -> str:
@@ -136,6 +139,18 @@ class PathFilter:
             if path.startswith(root + os.sep):
                 return path[len(root) + 1 :]
         return ""
+
+
+def _quiet_for(quiet: float, paths: int) -> float:
+    """The quiet period for a batch of ``paths`` changes so far.
+
+    One save touches a path or three; a checkout or an install touches hundreds, and a writer
+    that busy can pause longer than a keystroke's quiet period. Waiting longer only for big
+    batches keeps single saves fast and bulk changes in one reload.
+    """
+    if paths < 10:
+        return quiet
+    return quiet * (2 if paths < 100 else 4)
 
 
 async def _first(*events: anyio.Event) -> None:
@@ -315,7 +330,7 @@ class Watcher:
                     events = await ino.read()
                     began = anyio.current_time()
                 else:
-                    left = min(quiet, began + cap - anyio.current_time())
+                    left = min(_quiet_for(quiet, len(pending)), began + cap - anyio.current_time())
                     events = []
                     with anyio.move_on_after(max(0.0, left)):
                         events = await ino.read()
@@ -331,7 +346,10 @@ class Watcher:
     def _inotify_changes(self, events: list[tuple[str, int]]) -> set[str]:
         """The paths in ``events`` that matter; new folders get watched on the way."""
         changed: set[str] = set()
-        for path, mask in events:
+        masks: dict[str, int] = {}
+        for path, mask in events:  # a save is several events on one path: look at it once
+            masks[path] = masks.get(path, 0) | mask
+        for path, mask in masks.items():
             if mask & IN_Q_OVERFLOW:  # the kernel lost events: treat everything as changed
                 changed.update(self.roots)
                 continue
