@@ -33,7 +33,8 @@ from .child import (
 )
 
 if TYPE_CHECKING:
-    from ._supervisor import EventStream, ReloadRequest, Supervisor
+    from ._events import EventStream, ReloadRequest
+    from ._supervisor import Supervisor
 
 __version__ = "0.1.0"
 
@@ -60,7 +61,7 @@ __all__ = [
     "trigger_reload",
 ]
 
-_LAZY = {"EventStream": "_supervisor", "ReloadRequest": "_supervisor", "Supervisor": "_supervisor"}
+_LAZY = {"EventStream": "_events", "ReloadRequest": "_events", "Supervisor": "_supervisor"}
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import _ipc, child
 
 if TYPE_CHECKING:
-    from ._supervisor import BeforeReload
+    from ._events import BeforeReload
 
 __all__ = ["run"]
 
@@ -84,7 +84,7 @@ def run(
     ignore: Iterable[str] = (),
     stop_signal: int | None = None,
     stop_timeout: float = 5.0,
-    debounce: float = 0.05,
+    debounce: float = 0.02,
     before_reload: BeforeReload | None = None,
     before_exit: Callable[[], object] | None = None,
     watch_imports: bool = True,

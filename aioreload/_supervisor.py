@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -26,37 +26,20 @@ import anyio.abc
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio installs the backport there
     from exceptiongroup import BaseExceptionGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from . import _ipc
+from ._events import BeforeReload, EventStream, ReloadRequest, thread_safe_scheduler
 from ._process import Child, Guardian, default_stop_signal, signal_name
 from ._types import ConfigError, Event, EventKind, ReloadReason, SpawnError, SupervisorClosedError
 from ._watch import PathFilter, Watcher
 
-__all__ = ["BeforeReload", "EventStream", "ReloadRequest", "Supervisor"]
+__all__ = ["Supervisor"]
 
 logger = logging.getLogger(__name__)
 
 # The child's environment variable may not exceed the kernel's per-string limit (128 KiB on Linux).
 _MAX_CHANGES_ENV = 32 * 1024
-
-
-@final
-@dataclass(frozen=True)
-class ReloadRequest:
-    """What a ``before_reload`` hook is told about the reload it may cancel.
-
-    Attributes:
-        reason: The first reason gathered into this reload.
-        changes: Changed paths gathered so far, sorted.
-    """
-
-    reason: ReloadReason
-    changes: tuple[str, ...]
-
-
-BeforeReload = Callable[[ReloadRequest], "bool | Awaitable[bool | None] | None"]
-"""A hook run before the old child is stopped; returning ``False`` cancels the reload."""
 
 
 @dataclass
@@ -82,71 +65,6 @@ class _Run:
 
 
 @final
-class EventStream:
-    """A subscription to a supervisor's lifecycle events.
-
-    Iterate it with ``async for``; use it as a context manager (``with sup.events() as events``)
-    so it is closed when you are done. Events are buffered, none is lost; iteration ends when
-    the supervisor closes.
-    """
-
-    def __init__(self, receive: MemoryObjectReceiveStream[Event]) -> None:
-        self._receive = receive
-
-    def __enter__(self) -> EventStream:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self
-
-    async def __anext__(self) -> Event:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
-
-    async def next(self, kind: EventKind | None = None) -> Event:
-        """The next event (of ``kind``, skipping others).
-
-        Raises:
-            SupervisorClosedError: the supervisor closed first.
-        """
-        async for event in self:
-            if kind is None or event.kind is kind:
-                return event
-        raise SupervisorClosedError(f"the supervisor closed before a {kind or 'new'} event")
-
-    def close(self) -> None:
-        """Stop receiving events."""
-        self._receive.close()
-
-
-def _thread_safe_scheduler() -> Callable[[Callable[[], object]], None]:
-    """A callable that runs a function soon on the current event loop, from any thread."""
-    import asyncio
-
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio: anyio's other backend is trio
-        import trio
-
-        token = trio.lowlevel.current_trio_token()
-
-        def on_trio(callback: Callable[[], object]) -> None:
-            token.run_sync_soon(callback)
-
-        return on_trio
-
-    def on_asyncio(callback: Callable[[], object]) -> None:
-        loop.call_soon_threadsafe(callback)
-
-    return on_asyncio
-
-
-@final
 class Supervisor:
     """Runs a command as a child process and restarts it on file changes and on request.
 
@@ -165,7 +83,9 @@ class Supervisor:
         watch: Folders and files whose changes reload the child (recursively for folders).
         ignore: Extra glob patterns of paths to ignore (names or paths relative to a watch root).
         extensions: When given, only files with these suffixes count (``[".py", ".toml"]``).
-        debounce: Quiet period in seconds: a reload waits until no new change arrives for this long.
+        debounce: Quiet period in seconds: a reload waits until no new change arrives for this
+            long (longer for batches of many files). Where changes are polled for rather than
+            read from inotify (macOS, Windows, ``poll``) it is at least 0.05 s.
         debounce_max: Cap in seconds on how long a stream of changes can delay a reload.
         poll: Poll the file system instead of using OS notifications (network file systems).
         stop_signal: Signal that asks the child to stop (default SIGINT; CTRL_BREAK on Windows).
@@ -194,7 +114,7 @@ class Supervisor:
         watch: Iterable[str | os.PathLike[str]] = (),
         ignore: Iterable[str] = (),
         extensions: Iterable[str] = (),
-        debounce: float = 0.05,
+        debounce: float = 0.02,
         debounce_max: float = 1.0,
         poll: bool = False,
         stop_signal: int | None = None,
@@ -394,7 +314,7 @@ class Supervisor:
         if self._state != "new":
             raise RuntimeError("a Supervisor can be entered only once")
         self._state = "starting"
-        self._schedule = _thread_safe_scheduler()
+        self._schedule = thread_safe_scheduler()
         self._guardian = await Guardian.start(self.stop_signal)
         try:
             first = await self._spawn(ReloadReason.FIRST_START, ())
@@ -454,15 +374,11 @@ class Supervisor:
                     finally:
                         self._watcher.stop()  # winds down while the child stops
                         with anyio.CancelScope(shield=True):
-                            run = self._run
-                            if run is not None and run.child.returncode is None:
-                                await self._stop(run)
+                            await self._stop_current()
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                run = self._run
-                if run is not None and run.child.returncode is None:
-                    await self._stop(run)
+                await self._stop_current()  # in case the task group itself failed
                 assert self._guardian is not None
                 await self._guardian.aclose()
             self._state = "closed"
@@ -479,9 +395,7 @@ class Supervisor:
                 assert run is not None
                 assert run.final_code is not None
                 return run.final_code
-            run = self._run
-            if run is not None and run.child.returncode is None:
-                await self._stop(run)
+            await self._stop_current()
             # Everything requested while the old child was stopping joins this start.
             if self._pending is not None:
                 extra = self._take()
@@ -523,9 +437,7 @@ class Supervisor:
                 continue
             if self._early:
                 self._early = False
-                run = self._run
-                if run is not None and run.child.returncode is None and not run.stopping:
-                    await self._stop(run)
+                await self._stop_current()
                 continue
             await self._wake.wait()
             self._wake = anyio.Event()
@@ -712,6 +624,12 @@ class Supervisor:
             run.final_code = code if isinstance(code, int) else 1
         else:
             logger.debug("ignoring unknown message %r from pid %d", op, run.child.pid)
+
+    async def _stop_current(self) -> None:
+        """Stop the running child, if there is one (again, if an earlier stop was cancelled)."""
+        run = self._run
+        if run is not None and run.child.returncode is None:
+            await self._stop(run)
 
     async def _stop(self, run: _Run) -> None:
         run.stopping = True

@@ -49,6 +49,7 @@ USE_INOTIFY = PER_FOLDER and os.environ.get("AIORELOAD_ENGINE", "inotify") == "i
 # How often a missing watch root is looked for, and the polling period when we must poll.
 _ROOT_RECHECK = 0.25
 _POLL_MS = 300
+_MIN_STEP_MS = 50
 
 DEFAULT_IGNORE_DIRS = frozenset(
     {
@@ -243,7 +244,9 @@ class Watcher:
     ) -> None:
         self.roots = tuple(str(root) for root in roots)
         self.filter = path_filter
-        self.step_ms = max(1, round(debounce * 1000))
+        self.quiet = debounce
+        # watchfiles' engine wakes every step even when idle: keep its step at 50 ms or more.
+        self.step_ms = max(_MIN_STEP_MS, round(debounce * 1000))
         self.cap_ms = max(self.step_ms, round(debounce_max * 1000))
         self.poll = poll
         self.stopping = anyio.Event()
@@ -313,7 +316,7 @@ class Watcher:
             changed = self._unseen_changes()
             if changed:
                 emit(frozenset(changed))
-        quiet = self.step_ms / 1000
+        quiet = self.quiet
         cap = self.cap_ms / 1000
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._recover_roots, emit)
