@@ -130,7 +130,9 @@ def run(
     Raises:
         SystemExit: always, with the exit code; ``run`` does not return.
     """
-    if os.environ.get(_ipc.ENV_FD) and child.is_supervised():
+    if os.environ.get(_ipc.ENV_REASON):
+        # A supervisor started us (the variable is set for every child, channel or not: on
+        # Windows there is none, and a child must never become a supervisor of its own).
         raise SystemExit(_run_child(main))
     import anyio
 

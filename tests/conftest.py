@@ -137,7 +137,9 @@ class Project:
         self.root = root
         self.version_file = root / "version.txt"
         self.version_file.write_text("1")
-        self.env = dict(os.environ, TEST_REPORT_SOCK=lines.path, TEST_VERSION_FILE=str(self.version_file))
+        # A clean environment: the suite itself may run under a supervisor (aioreload -- pytest).
+        base = {key: value for key, value in os.environ.items() if not key.startswith("AIORELOAD_")}
+        self.env = dict(base, TEST_REPORT_SOCK=lines.path, TEST_VERSION_FILE=str(self.version_file))
 
     def set_version(self, value: object) -> None:
         self.version_file.write_text(str(value))
