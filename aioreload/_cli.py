@@ -4,146 +4,238 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import os
 import sys
+import threading
 from collections.abc import Sequence
-
-import anyio
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
-from ._foreground import Status, run_in_foreground
+from ._config import OPTIONS, Options, load_config, resolve
+from ._target import TARGET, find_module
 from ._types import ConfigError
+
+if TYPE_CHECKING:
+    from ._foreground import Status
 
 __all__ = ["main"]
 
+USAGE = """\
+aioreload [OPTIONS] -- COMMAND [ARGS...]
+       aioreload [OPTIONS] MODULE:FUNCTION [ARGS...]
+       aioreload reload"""
+
+DESCRIPTION = """\
+Run COMMAND and restart it whenever a watched file changes. With MODULE:FUNCTION, run that
+Python function (from the current folder or sys.path) as aioreload.run() would, and also
+restart when a module it imported changes. `aioreload reload`, from another terminal,
+restarts the program of the aioreload running in this folder."""
+
 EPILOG = """\
 examples:
-  aioreload -- python bot.py               restart bot.py when a file under . changes
-  aioreload -w src -w config.toml -- python -m app
-  aioreload --stop-signal SIGTERM -- uvicorn app:app
+  aioreload -- python bot.py             restart bot.py when a file under . changes
+  aioreload -w src -e py -- python -m app
+  aioreload app.main:serve --port 8000   run app/main.py's serve() with sys.argv[1:] = --port 8000
+  aioreload -r -- python worker.py       also restart the worker when it crashes
+  aioreload -s SIGTERM -t 10 -- uvicorn app:app
+  aioreload reload                       (another terminal) restart the program now
+
+configuration: [tool.aioreload] in the nearest pyproject.toml, with the long option names:
+  watch = ["src"], stop-timeout = 3, restart-on-crash = true ... Flags win over the file.
+
+ignored by default: .git, __pycache__, .venv, venv, node_modules, tool caches, editor swap
+and temporary files, *.pyc, and whatever .gitignore files ignore (unless --no-gitignore).
 
 signals: SIGINT/SIGTERM stop the child gracefully and exit; a second SIGINT kills it at once;
 SIGHUP reloads.
 
-exit codes: the child's own code when it was stopped (128+N when it died of signal N),
-1 internal error, 2 bad usage or configuration, 127 command not found.
+exit codes:
+  N    the child's own code when aioreload is stopped (128+N when it died of signal N),
+       or the code a MODULE:FUNCTION program finished with
+  1    internal error; for `aioreload reload`: no aioreload runs here, or it could not reload
+  2    bad usage or configuration; for `aioreload reload`: the control socket is not private
+  126  the command cannot be executed
+  127  the command was not found
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line, as every other aioreload error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"aioreload: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aioreload",
-        usage="aioreload [OPTIONS] -- COMMAND [ARGS...]",
-        description="Run COMMAND and restart it whenever watched files change.",
+        usage=USAGE,
+        description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
+    add = parser.add_argument
+    on_off = argparse.BooleanOptionalAction
+    add(
         "-w",
         "--watch",
         action="append",
         metavar="PATH",
         help="folder or file to watch (repeatable; default: .)",
     )
-    parser.add_argument(
-        "-i",
-        "--ignore",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="ignore paths matching GLOB (repeatable)",
-    )
-    parser.add_argument(
+    add("-i", "--ignore", action="append", metavar="GLOB", help="ignore paths matching GLOB (repeatable)")
+    add(
         "-e",
         "--ext",
         action="append",
-        default=[],
         metavar="EXT",
         help="only watch files with this extension (repeatable)",
     )
-    parser.add_argument(
-        "-s",
-        "--stop-signal",
-        default=None,
-        metavar="SIG",
-        help="signal that stops the child (default: SIGINT)",
-    )
-    parser.add_argument(
+    add("--gitignore", action=on_off, help="ignore what .gitignore files ignore (default: on)")
+    add("-s", "--stop-signal", metavar="SIG", help="signal that stops the child (default: SIGINT)")
+    add(
         "-t",
         "--stop-timeout",
         type=float,
-        default=5.0,
         metavar="SEC",
         help="seconds before the child is killed (default: 5)",
     )
-    parser.add_argument(
-        "-d",
-        "--debounce",
+    add("-d", "--debounce", type=float, metavar="SEC", help="quiet period before reloading (default: 0.02)")
+    add("-r", "--restart-on-crash", action=on_off, help="restart the child when it exits with an error")
+    add(
+        "--crash-backoff", type=float, metavar="SEC", help="first delay before a crash restart (default: 0.5)"
+    )
+    add(
+        "--crash-backoff-max",
         type=float,
-        default=0.05,
         metavar="SEC",
-        help="quiet period before reloading (default: 0.05)",
+        help="longest delay, doubling per crash (default: 30)",
     )
-    parser.add_argument(
-        "--poll", action="store_true", help="poll for changes instead of using OS notifications"
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print debug details")
-    parser.add_argument("-V", "--version", action="version", version=f"aioreload {__version__}")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    add("--poll", action=on_off, help="poll for changes instead of using OS notifications")
+    add("--clear", action=on_off, help="clear the terminal before each restart")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", default=None, help="print only errors")
+    loudness.add_argument("-v", "--verbose", action="store_true", default=None, help="print debug details")
+    add("-V", "--version", action="version", version=f"aioreload {__version__}")
+    add("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
-def _parse_signal(parser: argparse.ArgumentParser, value: str | None) -> int | None:
-    if value is None:
-        return None
-    name = value.upper()
-    if name.isdigit():
-        return int(name)
-    if not name.startswith("SIG"):
-        name = "SIG" + name
+def _reload_command(argv: Sequence[str]) -> int:
+    """``aioreload reload``: ask the supervisor of this folder to reload."""
+    from ._control import ControlError, UnsafeError, request_reload
+
+    parser = _Parser(
+        prog="aioreload reload",
+        description="Restart the program of the aioreload running in this folder (or the closest "
+        "folder above it), and wait until the new one has started.",
+        epilog="exit codes: 0 reloaded; 1 no aioreload runs here, or it could not reload; "
+        "2 bad usage, or the control folder or socket is not private (refused).",
+    )
+    parser.add_argument("-t", "--timeout", type=float, default=30.0, metavar="SEC", help="default: 30")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    args = parser.parse_args(argv)
     try:
-        return int(getattr(signal, name))
-    except AttributeError:
-        parser.error(f"unknown signal {value!r} (try SIGINT, SIGTERM or a number)")
+        folder, pid = request_reload(Path.cwd(), timeout=args.timeout)
+    except UnsafeError as exc:
+        print(f"aioreload: error: {exc}", file=sys.stderr)
+        return 2
+    except ControlError as exc:
+        print(f"aioreload: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"aioreload: reloaded {folder} [pid {pid}]", file=sys.stderr)
+    return 0
 
 
-async def _serve(args: argparse.Namespace, stop_signal: int | None, status: Status) -> int:
+def _describe(watch: Sequence[str]) -> str:
+    if len(watch) != 1:
+        return f"{len(watch)} paths"
+    relative = os.path.relpath(watch[0])
+    return watch[0] if relative.startswith(("../../..", "..\\..\\..")) else relative
+
+
+async def _serve(
+    options: Options, command: list[str], status: Status, target: bool, roots: list[Path]
+) -> int:
+    from ._foreground import count_files, run_in_foreground
     from ._supervisor import Supervisor
+    from ._watch import PathFilter
 
     supervisor = Supervisor(
-        args.command,
-        watch=args.watch or ["."],
-        ignore=args.ignore,
-        extensions=args.ext,
-        debounce=args.debounce,
-        stop_signal=stop_signal,
-        stop_timeout=args.stop_timeout,
+        command,
+        watch=options.watch,
+        ignore=options.ignore,
+        extensions=options.ext,
+        poll=options.poll,
+        stop_signal=options.stop_signal,
+        watch_imports=target,
+        restart_on_crash=options.restart_on_crash,
+        gitignore=options.gitignore,
+        **options.durations(),  # the others keep the Supervisor's defaults (the help quotes them)
     )
-    return await run_in_foreground(supervisor, status)
+    # The same filter the supervisor builds (roots resolved as it does), to count what it watches.
+    keep = PathFilter(ignore=options.ignore, extensions=options.ext, roots=roots, gitignore=options.gitignore)
+
+    def count(stop: threading.Event) -> int:
+        return count_files(roots, keep, stop)
+
+    return await run_in_foreground(supervisor, status, control=os.getcwd(), count=count)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["reload"]:
+        return _reload_command(args_list[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     command = list(args.command)
-    if command and command[0] == "--":
+    explicit = command[:1] == ["--"]
+    if explicit:
         command = command[1:]
     if not command:
         parser.error("no command given; usage: aioreload [OPTIONS] -- COMMAND [ARGS...]")
-    args.command = command
-    if args.stop_timeout < 0 or args.debounce < 0:
-        parser.error("--stop-timeout and --debounce must be >= 0")
-    stop_signal = _parse_signal(parser, args.stop_signal)
+    target = not explicit and TARGET.fullmatch(command[0]) is not None
+    try:
+        settings, path = load_config(Path.cwd())
+        options = resolve({name: getattr(args, name) for name in OPTIONS}, settings, path)
+    except ConfigError as exc:
+        print(f"aioreload: error: {exc}", file=sys.stderr)
+        return 2
+    if target:
+        problem = find_module(command[0].partition(":")[0], os.getcwd())
+        if problem is not None:
+            print(f"aioreload: error: cannot run {command[0]}: {problem}", file=sys.stderr)
+            return 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("aioreload: %(levelname)s: %(message)s"))
     package_logger = logging.getLogger("aioreload")
     package_logger.addHandler(handler)
-    package_logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    status = Status(command, sys.stderr, quiet=args.quiet)
+    level = logging.DEBUG if options.verbose else logging.ERROR if options.quiet else logging.WARNING
+    package_logger.setLevel(level)
+
+    import anyio
+
+    from ._foreground import Status
+
+    status = Status(
+        command,
+        sys.stderr,
+        quiet=options.quiet,
+        clear=options.clear,
+        restart_on_crash=options.restart_on_crash,
+        watching=_describe(options.watch),
+        imports=target,
+    )
+    if options.verbose:
+        source = f"{options.config_file} and flags" if options.config_file else "flags"
+        status.line(f"settings ({source}): {options.describe()}")
+    child = [sys.executable, "-m", "aioreload._target", *command] if target else command
     try:
-        return anyio.run(_serve, args, stop_signal, status)
+        roots = [Path(path).resolve() for path in options.watch]
+        return anyio.run(_serve, options, child, status, target, roots)
     except ConfigError as exc:
         status.line(f"error: {exc}", error=True)
         return 2

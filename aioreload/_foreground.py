@@ -17,19 +17,28 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import anyio
+import anyio.to_thread
 
-from ._types import Event, EventKind, SpawnError
+from ._types import Event, EventKind, ReloadReason, SpawnError, SupervisorClosedError
 
 if TYPE_CHECKING:
+    from ._control import ControlServer
     from ._supervisor import Supervisor
+    from ._watch import PathFilter
 
-__all__ = ["Status", "run_in_foreground"]
+__all__ = ["Status", "count_files", "run_in_foreground", "use_color"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_CLEAR = "\x1b[H\x1b[2J\x1b[3J"  # home, clear the screen, clear the scrollback
+_COLORS = {"ok": "32", "note": "33", "error": "31"}
+# How long the first status line waits for the count of watched files.
+_COUNT_WAIT = 1.0
 
 
 def _ms(seconds: float | None) -> str:
@@ -47,52 +56,167 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-class Status:
-    """Turns supervisor events into short human status lines on stderr."""
+def use_color(stream: TextIO) -> bool:
+    """Colour on a terminal, unless ``NO_COLOR`` is set to anything (https://no-color.org)."""
+    return not os.environ.get("NO_COLOR") and _isatty(stream)
 
-    def __init__(self, command: Sequence[str], stream: TextIO, *, quiet: bool = False) -> None:
+
+def count_files(roots: Sequence[Path], keep: PathFilter, stop: threading.Event | None = None) -> int:
+    """How many files under ``roots`` pass ``keep``; folders it skips are not entered.
+
+    Args:
+        roots: The watch roots (folders or files).
+        keep: The supervisor's filter.
+        stop: Set it to end the count early.
+    """
+    total = 0
+    pending = []
+    for root in roots:
+        if root.is_dir():
+            pending.append(str(root))
+        elif keep(str(root)):
+            total += 1
+    while pending and not (stop is not None and stop.is_set()):
+        with contextlib.suppress(OSError), os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        if not keep.skip_folder(entry.path):
+                            pending.append(entry.path)
+                    elif entry.is_file() and keep(entry.path):
+                        total += 1
+    return total
+
+
+class Status:
+    """Turns supervisor events into short human status lines on stderr.
+
+    Args:
+        command: The program, as shown in the lines.
+        stream: Where the lines go (stderr).
+        quiet: Print errors only.
+        color: Colour the lines (default: on a terminal, unless ``NO_COLOR`` is set).
+        clear: Clear the terminal before each restart (only when ``stream`` is a terminal).
+        restart_on_crash: The supervisor restarts a crashed child by itself.
+        watching: What is watched (``src``, ``3 paths``...), for the first line.
+        imports: Imported modules are watched too.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        stream: TextIO,
+        *,
+        quiet: bool = False,
+        color: bool | None = None,
+        clear: bool = False,
+        restart_on_crash: bool = False,
+        watching: str = "",
+        imports: bool = False,
+    ) -> None:
         self.command = " ".join(command)
         self.stream = stream
         self.quiet = quiet
+        self.color = use_color(stream) if color is None else color
+        self.clear = clear and _isatty(stream)
+        self.restart_on_crash = restart_on_crash
+        self.watching = watching
+        self.imports = imports
+        self.files: int | None = None
+        self.closing = False  # the final stop: keep the screen
+        self._stop_signal = ""
         self._stopped = ""
         self.watched_files: Callable[[], int] = lambda: 0
 
-    def line(self, text: str, *, error: bool = False) -> None:
-        """Print one status line (errors even when quiet)."""
+    def line(self, text: str, *, error: bool = False, tone: str = "") -> None:
+        """Print one status line (errors even when quiet); ``tone`` is ok, note or error."""
         if self.quiet and not error:
             return
-        print(f"aioreload: {text}", file=self.stream, flush=True)
+        tone = "error" if error else tone
+        if self.color:
+            code = _COLORS.get(tone)
+            body = f"\x1b[{code}m{text}\x1b[0m" if code else text
+            text = f"\x1b[2maioreload:\x1b[0m {body}"
+        else:
+            text = f"aioreload: {text}"
+        print(text, file=self.stream, flush=True)
+
+    def clear_screen(self) -> None:
+        """Clear the terminal, when asked to and it is one."""
+        if self.clear:
+            self.stream.write(_CLEAR)
+            self.stream.flush()
+
+    def _summary(self) -> str:
+        what = self.watching
+        if what and self.files is not None:
+            what += f" ({self.files:,} file{'' if self.files == 1 else 's'})"
+        if self.imports:
+            what = f"{what} and imported modules" if what else "imported modules"
+        return f"watching {what}" if what else ""
 
     def on(self, event: Event) -> None:
         """Report one event."""
         kind = event.kind
-        if kind is EventKind.STOPPED:
-            self._stopped = f"{'killed' if event.killed else 'stopped'} in {_ms(event.elapsed)}"
+        if kind is EventKind.STOPPING:
+            self._stop_signal = event.message
+            if not self.closing:
+                self.clear_screen()
+        elif kind is EventKind.STOPPED:
+            sent = f" ({self._stop_signal})" if self._stop_signal else ""
+            if event.killed:
+                self._stopped = f"killed after {_ms(event.elapsed)}{sent.replace(')', ' ignored)')}"
+            else:
+                self._stopped = f"stopped in {_ms(event.elapsed)}{sent}"
         elif kind is EventKind.STARTED:
-            parts = []
-            if event.changes:
-                more = len(event.changes) - 1
-                parts.append(f"changed {os.path.relpath(event.changes[0])}" + (f" (+{more})" if more else ""))
-            elif event.reason is not None and event.reason.value != "start":
-                parts.append(event.reason.value)
-            if self._stopped:
-                parts.append(self._stopped)
-            parts.append(f"started {self.command} [pid {event.pid}]")
-            self.line(" · ".join(parts))
-            self._stopped = ""
+            self._started(event)
         elif kind is EventKind.READY:
-            watched = f" · watching {self.watched_files()} imported files" if self.watched_files() else ""
-            self.line(f"ready in {_ms(event.elapsed)}{watched}")
+            watched = f" · watching {self.watched_files():,} imported files" if self.watched_files() else ""
+            self.line(f"ready in {_ms(event.elapsed)}{watched}", tone="ok")
         elif kind is EventKind.EXITED:
-            then = "" if event.message == "finished" else " · waiting for changes"
-            self.line(
-                f"{self.command} {_describe_exit(event.returncode)}{then}",
-                error=event.returncode not in (0, None),
-            )
+            code = event.returncode
+            failed = code not in (0, None)
+            if event.message == "finished":
+                then = ""
+            elif failed and self.restart_on_crash:
+                then = " · restarting"
+            else:
+                then = " · waiting for changes"
+            self.line(f"{self.command} {_describe_exit(code)}{then}", error=failed, tone="note")
         elif kind is EventKind.SKIPPED:
-            self.line("reload cancelled by before_reload")
+            self.line("reload cancelled by before_reload", tone="note")
         elif kind is EventKind.SPAWN_FAILED:
             self.line(f"error: {event.message} · waiting for changes", error=True)
+
+    def _started(self, event: Event) -> None:
+        if event.reason is ReloadReason.FIRST_START:
+            summary = self._summary()
+            parts = [summary] if summary else []
+            parts.append(f"started {self.command} [pid {event.pid}]")
+            self.line(" · ".join(parts), tone="ok")
+            return
+        if not self._stopped:  # nothing was stopped first (the child had exited): clear now
+            self.clear_screen()
+        parts = []
+        if event.changes:
+            more = len(event.changes) - 1
+            parts.append(f"changed {os.path.relpath(event.changes[0])}" + (f" (+{more})" if more else ""))
+        elif event.reason is ReloadReason.TRIGGER:
+            parts.append("reload requested")
+        elif event.reason is ReloadReason.CRASH:
+            parts.append("restarting after a crash")
+        if self._stopped:
+            parts.append(self._stopped)
+        parts.append(f"started in {_ms(event.elapsed)} [pid {event.pid}]")
+        self.line(" · ".join(parts), tone="ok")
+        self._stopped = ""
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 class _Terminal:
@@ -150,45 +274,84 @@ def _loop_caller() -> Callable[[Callable[[], object]], None]:
     return call
 
 
-async def run_in_foreground(supervisor: Supervisor, status: Status) -> int:
-    """Run ``supervisor`` until it finishes or a stop signal arrives; return the exit code."""
+async def run_in_foreground(
+    supervisor: Supervisor,
+    status: Status,
+    *,
+    control: str | os.PathLike[str] | None = None,
+    count: Callable[[threading.Event], int] | None = None,
+) -> int:
+    """Run ``supervisor`` until it finishes or a stop signal arrives; return the exit code.
+
+    Args:
+        supervisor: A supervisor not yet entered.
+        status: Reports its events.
+        control: Serve ``aioreload reload`` for this working folder while running.
+        count: Counts the watched files (in a worker thread) for the first status line.
+    """
     received: list[int] = []
     code = 0
     body = anyio.CancelScope()
     terminal = _Terminal()
     status.watched_files = lambda: supervisor.watched_files
+    stop_counting = threading.Event()
+    counted = anyio.Event()
     async with _signal_stream() as signals:
         events = supervisor.events()
         async with anyio.create_task_group() as tg:
+
+            async def count_files() -> None:
+                assert count is not None
+                try:
+                    status.files = await anyio.to_thread.run_sync(
+                        count, stop_counting, abandon_on_cancel=True
+                    )
+                finally:
+                    counted.set()
 
             async def report() -> None:
                 with events:
                     async for event in events:
                         if event.kind in (EventKind.STOPPED, EventKind.EXITED):
                             terminal.restore()
+                        if event.reason is ReloadReason.FIRST_START and count is not None:
+                            with anyio.move_on_after(_COUNT_WAIT):
+                                await counted.wait()
+                            stop_counting.set()  # too big to count quickly: not worth a core
                         status.on(event)
 
             async def handle_signals() -> None:
                 async for signum in signals:
                     if signum not in _STOP_SIGNALS:  # SIGHUP
-                        if supervisor.state != "closed" and not received:
-                            supervisor.request_reload()
+                        if not received:
+                            with contextlib.suppress(SupervisorClosedError):  # not started yet, or ended
+                                supervisor.request_reload()
                     elif received:
                         supervisor._kill_now()  # a second Ctrl+C: stop waiting
                     else:
                         received.append(signum)
+                        status.closing = True
                         body.cancel()
 
+            if count is not None:
+                tg.start_soon(count_files)
             tg.start_soon(handle_signals)
             tg.start_soon(report)
+            # Bound before the first child starts, so that once its status line is out,
+            # `aioreload reload` finds the socket (requests wait in the backlog until served).
+            server = await _bind_control(status, control)
             try:
-                async with supervisor:
-                    with body:
-                        code = await supervisor.wait()
+                async with contextlib.AsyncExitStack() as stack:
+                    if server is not None:
+                        await stack.enter_async_context(server)
+                    async with supervisor:
+                        with body:
+                            code = await _wait_serving(supervisor, server)
             except SpawnError as exc:
                 status.line(f"error: {exc}", error=True)
                 return 127 if isinstance(exc.__cause__, FileNotFoundError) else 126
             finally:
+                stop_counting.set()
                 tg.cancel_scope.cancel()
     if not received:
         return code
@@ -196,3 +359,34 @@ async def run_in_foreground(supervisor: Supervisor, status: Status) -> int:
     if last is None:
         return 128 + received[0]
     return 128 - last if last < 0 else last
+
+
+async def _bind_control(status: Status, folder: str | os.PathLike[str] | None) -> ControlServer | None:
+    """The control socket for ``folder``, or ``None`` (not asked for, not possible: said why)."""
+    from ._control import SUPPORTED, ControlError, ControlServer
+
+    if folder is None or not SUPPORTED:  # no Unix sockets (Windows): nothing to serve, nothing to say
+        return None
+    try:
+        return await ControlServer.bind(folder)
+    except ControlError as exc:
+        status.line(f"`aioreload reload` is off: {exc}", tone="note")
+        return None
+
+
+async def _wait_serving(supervisor: Supervisor, server: ControlServer | None) -> int:
+    """Wait for the supervisor to finish, answering ``aioreload reload`` meanwhile."""
+    if server is None:
+        return await supervisor.wait()
+    from ._control import ControlError
+
+    async def reload() -> int:
+        if not await supervisor.reload():
+            raise ControlError("the new child could not start (see the supervisor's output)")
+        return supervisor.pid or 0
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, reload)
+        code = await supervisor.wait()
+        tg.cancel_scope.cancel()
+    return code

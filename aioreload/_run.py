@@ -15,6 +15,7 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _ipc, child
@@ -153,7 +154,7 @@ def run(
             before_reload=before_reload,
             watch_imports=watch_imports,
         )
-        code = anyio.run(run_in_foreground, supervisor, status)
+        code = anyio.run(partial(run_in_foreground, supervisor, status, control=os.getcwd()))
     except AioreloadError as exc:
         status.line(f"error: {exc}", error=True)
         code = 2

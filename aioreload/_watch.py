@@ -251,7 +251,7 @@ class Watcher:
         self.poll = poll
         self.stopping = anyio.Event()
         self._per_folder = PER_FOLDER and not poll
-        self._tree = _WatchSet(self, recursive=not self._per_folder, keep=path_filter)
+        self._tree = _WatchSet(self, recursive=not self._per_folder, keep=self._keep_tree_path)
         # A child's imported modules: path -> the time since which a modification counts as
         # unseen, until the watch covering it is armed.
         self._files: set[str] = set()
@@ -263,6 +263,7 @@ class Watcher:
         self._inotify: Inotify | None = None
         self._decided = anyio.Event()
         self.early: Callable[[], None] | None = None
+        self.file_count: int | None = None  # files under the roots that matter (Linux only)
         self._emit: Emit | None = None
 
     def __repr__(self) -> str:
@@ -285,6 +286,13 @@ class Watcher:
     def stop(self) -> None:
         """Make :meth:`run` and :meth:`run_files` return within one debounce step."""
         self.stopping.set()
+
+    def _under_root(self, path: str) -> bool:
+        return any(path == root or path.startswith(root + os.sep) for root in self.roots)
+
+    def _keep_tree_path(self, path: str) -> bool:
+        # A file given as a root is watched through its folder: its neighbours do not count.
+        return self._under_root(path) and self.filter(path)
 
     def _fall_back(self, exc: OSError) -> None:
         self.poll = True
@@ -356,7 +364,7 @@ class Watcher:
             if mask & IN_Q_OVERFLOW:  # the kernel lost events: treat everything as changed
                 changed.update(self.roots)
                 continue
-            under_root = any(path == root or path.startswith(root + os.sep) for root in self.roots)
+            under_root = self._under_root(path)
             if path in self.roots and not os.path.exists(path):
                 self._root_gone.set()
             if (
@@ -422,22 +430,36 @@ class Watcher:
             tg.cancel_scope.cancel()
 
     def _scan(self, tops: Iterable[str]) -> set[str]:
-        """Every folder under ``tops`` worth watching, ignored ones left out (not entered)."""
+        """Every folder under ``tops`` worth watching, ignored ones left out (not entered).
+
+        Counts the files that matter on the way (``file_count``), for status lines.
+        """
         found: set[str] = set()
-        stack = [top for top in tops if os.path.isdir(top)]
+        files = 0
+        stack = []
+        for top in tops:
+            if os.path.isdir(top):
+                stack.append(top)
+            elif os.path.exists(top):  # a single file: watch the folder it is in
+                found.add(os.path.dirname(top))
+                files += 1
         while stack:
             folder = stack.pop()
             found.add(folder)
             try:
                 with os.scandir(folder) as entries:
                     for entry in entries:
-                        if entry.is_dir(follow_symlinks=False) and not self.filter.skip_folder(entry.path):
-                            stack.append(entry.path)
+                        if entry.is_dir(follow_symlinks=False):
+                            if not self.filter.skip_folder(entry.path):
+                                stack.append(entry.path)
+                        elif self.filter(entry.path):
+                            files += 1
             except PermissionError:
                 found.discard(folder)
                 self._warn(folder, f"cannot read {folder} (permission denied); not watching it")
             except OSError:
                 found.discard(folder)  # vanished while we looked
+        self.file_count = (self.file_count or 0) + files
         return found
 
     def _notice_folders(self, paths: frozenset[str]) -> None:

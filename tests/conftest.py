@@ -64,6 +64,16 @@ class Lines:
                 self._cursor = len(self.all)
                 await self._arrived.wait()
 
+    async def seen(self, *words: str, timeout: float = 5.0) -> None:
+        """Wait until a line starting with ``words`` has arrived, at any time (no cursor).
+
+        Each child reports on its own connection: a stopped child's last line may be read
+        after the next child's first one.
+        """
+        with anyio.fail_after(timeout):
+            while self.count(*words) == 0:
+                await self._arrived.wait()
+
     def count(self, *prefix: str) -> int:
         """How many lines so far start with ``prefix``."""
         return sum(1 for words in self.all if words[: len(prefix)] == list(prefix))
