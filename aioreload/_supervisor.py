@@ -233,11 +233,6 @@ class Supervisor:
         return self._watcher.armed_folders
 
     @property
-    def watched_tree_files(self) -> int | None:
-        """How many files under the watch paths count (``None`` where not counted: not Linux)."""
-        return self._watcher.file_count
-
-    @property
     def guardian_pid(self) -> int | None:
         """The process id of the watchdog that cleans up if this process is killed."""
         return None if self._guardian is None else self._guardian.pid

@@ -263,7 +263,6 @@ class Watcher:
         self._inotify: Inotify | None = None
         self._decided = anyio.Event()
         self.early: Callable[[], None] | None = None
-        self.file_count: int | None = None  # files under the roots that matter (Linux only)
         self._emit: Emit | None = None
 
     def __repr__(self) -> str:
@@ -317,7 +316,7 @@ class Watcher:
         ino = self._inotify
         assert ino is not None
         self._emit = emit
-        self._tree.paths = {folder for folder in self._scan(self.roots) if self._add_folder(folder)}
+        self._tree.paths = self._scan(self.roots, arm=self._add_folder)
         for folder in self._file_set.paths:
             self._add_folder(folder)
         if self._unchecked:
@@ -374,9 +373,7 @@ class Watcher:
                 and not self.filter.skip_folder(path)
             ):
                 if os.path.isdir(path):
-                    for folder in self._scan([path]):
-                        if self._add_folder(folder):
-                            self._tree.paths.add(folder)
+                    self._tree.paths |= self._scan([path], arm=self._add_folder)
             elif mask & IN_ISDIR and path in self._tree.paths and not os.path.isdir(path):
                 self._tree.paths.discard(path)
             if (under_root and self.filter(path)) or path in self._files:
@@ -429,37 +426,36 @@ class Watcher:
             await self._tree.run(emit, inspect=self._notice_folders)
             tg.cancel_scope.cancel()
 
-    def _scan(self, tops: Iterable[str]) -> set[str]:
+    def _scan(self, tops: Iterable[str], arm: Callable[[str], bool] | None = None) -> set[str]:
         """Every folder under ``tops`` worth watching, ignored ones left out (not entered).
 
-        Counts the files that matter on the way (``file_count``), for status lines.
+        With ``arm``, each folder is armed as soon as it is found, before its contents are
+        listed, so a change made while a big tree is being scanned is not missed.
         """
         found: set[str] = set()
-        files = 0
         stack = []
         for top in tops:
             if os.path.isdir(top):
                 stack.append(top)
             elif os.path.exists(top):  # a single file: watch the folder it is in
-                found.add(os.path.dirname(top))
-                files += 1
+                folder = os.path.dirname(top)
+                if arm is None or arm(folder):
+                    found.add(folder)
         while stack:
             folder = stack.pop()
+            if arm is not None and not arm(folder):
+                continue
             found.add(folder)
             try:
                 with os.scandir(folder) as entries:
                     for entry in entries:
-                        if entry.is_dir(follow_symlinks=False):
-                            if not self.filter.skip_folder(entry.path):
-                                stack.append(entry.path)
-                        elif self.filter(entry.path):
-                            files += 1
+                        if entry.is_dir(follow_symlinks=False) and not self.filter.skip_folder(entry.path):
+                            stack.append(entry.path)
             except PermissionError:
                 found.discard(folder)
                 self._warn(folder, f"cannot read {folder} (permission denied); not watching it")
             except OSError:
                 found.discard(folder)  # vanished while we looked
-        self.file_count = (self.file_count or 0) + files
         return found
 
     def _notice_folders(self, paths: frozenset[str]) -> None:
@@ -494,7 +490,7 @@ class Watcher:
             for root in missing:
                 self._warned.discard(root)
                 if self._inotify is not None:
-                    self._tree.paths |= {folder for folder in self._scan([root]) if self._add_folder(folder)}
+                    self._tree.paths |= self._scan([root], arm=self._add_folder)
                 elif self._per_folder:
                     self._tree.paths |= self._scan([root])
             self._tree.rearm.set()
