@@ -9,15 +9,19 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
 import psutil
 import pytest
+
+from aioreload import Supervisor
 
 CHILDREN = Path(__file__).parent / "children"
 # Every pid a child reported (children and grandchildren): all must be gone after a test.
@@ -138,6 +142,25 @@ async def lines() -> AsyncIterator[Lines]:
             tg.cancel_scope.cancel()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+async def stop_process(process: anyio.abc.Process, signum: signal.Signals, grace: float = 5.0) -> None:
+    """Ask ``process`` to stop with ``signum``; kill it if it has not gone within ``grace`` s."""
+    if process.returncode is None:
+        process.send_signal(signum)
+        with anyio.move_on_after(grace):
+            await process.wait()
+    if process.returncode is None:
+        process.kill()
+
+
+def make_supervisor(project: Project, command: list[str], **options: Any) -> Supervisor:
+    """A supervisor for ``project`` with short, test-friendly timings (overridable)."""
+    options.setdefault("watch", [project.root])
+    options.setdefault("stop_timeout", 3.0)
+    options.setdefault("debounce", 0.02)
+    options.setdefault("debounce_max", 0.5)
+    return Supervisor(command, env=project.env, **options)
 
 
 class Project:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 import pytest
-from conftest import CHILDREN, Lines, Project, child
+from conftest import CHILDREN, Lines, Project, child, stop_process
 
 import aioreload
 from aioreload import EventKind, ReloadReason, Supervisor
@@ -97,12 +97,7 @@ async def run_app(project: Project, helper: str = "1") -> AsyncIterator[anyio.ab
         try:
             yield process
         finally:
-            if process.returncode is None:
-                process.send_signal(signal.SIGINT)
-                with anyio.move_on_after(5):
-                    await process.wait()
-            if process.returncode is None:
-                process.kill()
+            await stop_process(process, signal.SIGINT)
 
 
 async def edit_until_reload(project: Project, lines: Lines, name: str, text: str) -> list[str]:

@@ -19,7 +19,7 @@ import anyio
 import anyio.abc
 import psutil
 import pytest
-from conftest import CHILDREN, Lines, Project, child
+from conftest import CHILDREN, Lines, Project, child, stop_process
 
 pytestmark = pytest.mark.anyio
 
@@ -124,12 +124,7 @@ async def cli_process(process: anyio.abc.Process, terminal: int | None) -> Async
         try:
             yield result
         finally:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                with anyio.move_on_after(5):
-                    await process.wait()
-            if process.returncode is None:
-                process.kill()
+            await stop_process(process, signal.SIGTERM)
             tg.cancel_scope.cancel()
     if printed_own_traceback(result.stderr):
         pytest.fail("aioreload printed a traceback:\n" + "\n".join(result.stderr))

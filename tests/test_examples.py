@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import pytest
-from conftest import Project
+from conftest import Project, stop_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -62,12 +62,7 @@ async def started(command: list[str], cwd: Path, env: dict[str, str]) -> AsyncIt
         try:
             yield output
         finally:
-            if process.returncode is None:
-                process.send_signal(signal.SIGINT)
-                with anyio.move_on_after(10):
-                    await process.wait()
-            if process.returncode is None:
-                process.kill()
+            await stop_process(process, signal.SIGINT, grace=10)
             tg.cancel_scope.cancel()
 
 

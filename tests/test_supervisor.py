@@ -13,19 +13,12 @@ import anyio
 import psutil
 import pytest
 from conftest import CHILDREN, Lines, Project, child
+from conftest import make_supervisor as make
 
 import aioreload
 from aioreload import EventKind, ReloadReason, ReloadRequest, Supervisor
 
 pytestmark = pytest.mark.anyio
-
-
-def make(project: Project, command: list[str], **options: Any) -> Supervisor:
-    options.setdefault("watch", [project.root])
-    options.setdefault("stop_timeout", 3.0)
-    options.setdefault("debounce", 0.02)
-    options.setdefault("debounce_max", 0.5)
-    return Supervisor(command, env=project.env, **options)
 
 
 async def armed() -> None:
