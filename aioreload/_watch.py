@@ -262,6 +262,7 @@ class Watcher:
         # Linux: one inotify descriptor, read from the event loop, serves folders and files.
         self._inotify: Inotify | None = None
         self._decided = anyio.Event()
+        self._inotify_gone = anyio.Event()
         self.early: Callable[[], None] | None = None
         self._emit: Emit | None = None
 
@@ -416,6 +417,7 @@ class Watcher:
                 self._inotify = None
                 self._fall_back(exc)
                 self._file_set.rearm.set()
+                self._inotify_gone.set()  # run_files takes over the files from here
         if not self.roots:
             await self.stopping.wait()
             return
@@ -530,8 +532,8 @@ class Watcher:
         """Watch the files given to :meth:`add_files` until stopped (where inotify is not used)."""
         await self._decided.wait()
         if self._inotify is not None:
-            await self.stopping.wait()
-            if self._inotify is not None:
+            await _first(self.stopping, self._inotify_gone)
+            if self.stopping.is_set():
                 return
         await self._file_set.run(emit, after_arm=self._unseen_changes)
 
