@@ -228,11 +228,6 @@ class Supervisor:
         return self._watcher.armed_files
 
     @property
-    def watched_folders(self) -> int:
-        """How many folders the change watch registered with the OS."""
-        return self._watcher.armed_folders
-
-    @property
     def guardian_pid(self) -> int | None:
         """The process id of the watchdog that cleans up if this process is killed."""
         return None if self._guardian is None else self._guardian.pid
