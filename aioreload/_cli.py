@@ -159,9 +159,9 @@ def _describe(watch: Sequence[str]) -> str:
 async def _serve(
     options: Options, command: list[str], status: Status, target: bool, roots: list[Path]
 ) -> int:
+    from ._filter import PathFilter
     from ._foreground import count_files, run_in_foreground
     from ._supervisor import Supervisor
-    from ._watch import PathFilter
 
     supervisor = Supervisor(
         command,

@@ -29,8 +29,8 @@ from ._types import Event, EventKind, ReloadReason, SpawnError, SupervisorClosed
 
 if TYPE_CHECKING:
     from ._control import ControlServer
+    from ._filter import PathFilter
     from ._supervisor import Supervisor
-    from ._watch import PathFilter
 
 __all__ = ["Status", "count_files", "run_in_foreground", "use_color"]
 

@@ -30,9 +30,10 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from . import _ipc
 from ._events import BeforeReload, EventStream, ReloadRequest, thread_safe_scheduler
+from ._filter import PathFilter
 from ._process import Child, Guardian, default_stop_signal, signal_name
 from ._types import ConfigError, Event, EventKind, ReloadReason, SpawnError, SupervisorClosedError
-from ._watch import PathFilter, Watcher
+from ._watch import Watcher
 
 __all__ = ["Supervisor"]
 

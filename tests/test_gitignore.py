@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aioreload import _gitignore
-from aioreload._watch import PathFilter
+from aioreload._filter import PathFilter
 
 
 def tree(root: Path, files: dict[str, str]) -> None:

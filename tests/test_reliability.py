@@ -163,7 +163,8 @@ def test_unreadable_folders_are_skipped_with_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Logic only: the suite runs as root, for whom no folder is unreadable, so scandir is faked."""
-    from aioreload._watch import PathFilter, Watcher
+    from aioreload._filter import PathFilter
+    from aioreload._watch import Watcher
 
     (tmp_path / "ok" / "deeper").mkdir(parents=True)
     (tmp_path / "secret" / "inside").mkdir(parents=True)
