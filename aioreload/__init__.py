@@ -15,12 +15,12 @@ from ._run import run
 from ._types import (
     AioreloadError,
     ConfigError,
-    Event,
     EventKind,
     NotSupervisedError,
     ReloadReason,
     SpawnError,
     SupervisorClosedError,
+    SupervisorEvent,
 )
 from .child import (
     ReloadInfo,
@@ -41,7 +41,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AioreloadError",
     "ConfigError",
-    "Event",
     "EventKind",
     "EventStream",
     "NotSupervisedError",
@@ -51,6 +50,7 @@ __all__ = [
     "SpawnError",
     "Supervisor",
     "SupervisorClosedError",
+    "SupervisorEvent",
     "__version__",
     "is_supervised",
     "last_reload",

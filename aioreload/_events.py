@@ -9,7 +9,7 @@ from typing import final
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._types import Event, EventKind, ReloadReason, SupervisorClosedError
+from ._types import EventKind, ReloadReason, SupervisorClosedError, SupervisorEvent
 
 __all__ = ["BeforeReload", "EventStream", "ReloadRequest", "thread_safe_scheduler"]
 
@@ -41,7 +41,7 @@ class EventStream:
     the supervisor closes.
     """
 
-    def __init__(self, receive: MemoryObjectReceiveStream[Event]) -> None:
+    def __init__(self, receive: MemoryObjectReceiveStream[SupervisorEvent]) -> None:
         self._receive = receive
 
     def __enter__(self) -> EventStream:
@@ -50,16 +50,16 @@ class EventStream:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[SupervisorEvent]:
         return self
 
-    async def __anext__(self) -> Event:
+    async def __anext__(self) -> SupervisorEvent:
         try:
             return await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
 
-    async def next(self, kind: EventKind | None = None) -> Event:
+    async def next(self, kind: EventKind | None = None) -> SupervisorEvent:
         """The next event (of ``kind``, skipping others).
 
         Raises:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, TextIO
 import anyio
 import anyio.to_thread
 
-from ._types import Event, EventKind, ReloadReason, SpawnError, SupervisorClosedError
+from ._types import EventKind, ReloadReason, SpawnError, SupervisorClosedError, SupervisorEvent
 
 if TYPE_CHECKING:
     from ._control import ControlServer
@@ -155,7 +155,7 @@ class Status:
             what = f"{what} and imported modules" if what else "imported modules"
         return f"watching {what}" if what else ""
 
-    def on(self, event: Event) -> None:
+    def on(self, event: SupervisorEvent) -> None:
         """Report one event."""
         kind = event.kind
         if kind is EventKind.STOPPING:
@@ -188,7 +188,7 @@ class Status:
         elif kind is EventKind.SPAWN_FAILED:
             self.line(f"error: {event.message} · waiting for changes", error=True)
 
-    def _started(self, event: Event) -> None:
+    def _started(self, event: SupervisorEvent) -> None:
         if event.reason is ReloadReason.FIRST_START:
             summary = self._summary()
             parts = [summary] if summary else []
@@ -327,7 +327,7 @@ async def run_in_foreground(
                             with contextlib.suppress(SupervisorClosedError):  # not started yet, or ended
                                 supervisor.request_reload()
                     elif received:
-                        supervisor._kill_now()  # a second Ctrl+C: stop waiting
+                        supervisor.kill()  # a second Ctrl+C: stop waiting
                     else:
                         received.append(signum)
                         status.closing = True

@@ -32,7 +32,7 @@ from . import _ipc
 from ._events import BeforeReload, EventStream, ReloadRequest, thread_safe_scheduler
 from ._filter import PathFilter
 from ._process import Child, Guardian, default_stop_signal, signal_name
-from ._types import ConfigError, Event, EventKind, ReloadReason, SpawnError, SupervisorClosedError
+from ._types import ConfigError, EventKind, ReloadReason, SpawnError, SupervisorClosedError, SupervisorEvent
 from ._watch import Watcher
 
 __all__ = ["Supervisor"]
@@ -183,7 +183,7 @@ class Supervisor:
         self._wake = anyio.Event()
         self._progress = anyio.Event()
         self._finished = anyio.Event()
-        self._subscribers: list[MemoryObjectSendStream[Event]] = []
+        self._subscribers: list[MemoryObjectSendStream[SupervisorEvent]] = []
         self._exit_code: int | None = None
         self._last_returncode: int | None = None
         self._state = "new"
@@ -235,7 +235,7 @@ class Supervisor:
 
     def events(self) -> EventStream:
         """Subscribe to lifecycle events from now on (see :class:`EventKind`)."""
-        send, receive = anyio.create_memory_object_stream[Event](float("inf"))
+        send, receive = anyio.create_memory_object_stream[SupervisorEvent](float("inf"))
         if self._state == "closed":
             send.close()
         else:
@@ -303,11 +303,17 @@ class Supervisor:
         async with self:
             return await self.wait()
 
-    def _kill_now(self) -> None:
-        """Kill the current child's process group without waiting (the CLI's second Ctrl+C)."""
+    def kill(self) -> None:
+        """Kill the running child's process group at once, without waiting (a second Ctrl+C)."""
         run = self._run
         if run is not None and run.child.returncode is None:
             run.child.kill()
+
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the running child's whole process group (nothing if none runs)."""
+        run = self._run
+        if run is not None and run.child.returncode is None:
+            run.child.send_signal(signum)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -669,7 +675,7 @@ class Supervisor:
         killed: bool = False,
         message: str = "",
     ) -> None:
-        event = Event(
+        event = SupervisorEvent(
             kind,
             run.generation if run is not None else self._generation,
             pid=run.child.pid if run is not None else None,

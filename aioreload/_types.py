@@ -20,12 +20,12 @@ from typing import final
 __all__ = [
     "AioreloadError",
     "ConfigError",
-    "Event",
     "EventKind",
     "NotSupervisedError",
     "ReloadReason",
     "SpawnError",
     "SupervisorClosedError",
+    "SupervisorEvent",
 ]
 
 
@@ -94,7 +94,7 @@ class EventKind(str, enum.Enum):
 
 @final
 @dataclass(frozen=True)
-class Event:
+class SupervisorEvent:
     """One lifecycle transition of a supervisor.
 
     Attributes:
