@@ -1,5 +1,7 @@
-"""Checks shared by every way of configuring aioreload: ``Supervisor`` arguments, flags and
-``[tool.aioreload]``. Each raises :class:`ConfigError` with one line naming the problem and the fix.
+"""Checks shared by every way of configuring aioreload.
+
+``Supervisor`` arguments, flags and ``[tool.aioreload]`` all pass through these; each raises
+:class:`ConfigError` with one line naming the problem and the fix.
 """
 
 from __future__ import annotations
