@@ -21,6 +21,7 @@ from ._types import (
     SpawnError,
     SupervisorClosedError,
     SupervisorEvent,
+    SupervisorState,
 )
 from .child import (
     ReloadInfo,
@@ -33,7 +34,8 @@ from .child import (
 )
 
 if TYPE_CHECKING:
-    from ._events import EventStream, ReloadRequest
+    from ._bus import EventStream
+    from ._requests import ReloadRequest
     from ._supervisor import Supervisor
 
 __version__ = "0.1.0"
@@ -51,6 +53,7 @@ __all__ = [
     "Supervisor",
     "SupervisorClosedError",
     "SupervisorEvent",
+    "SupervisorState",
     "__version__",
     "is_supervised",
     "last_reload",
@@ -61,7 +64,7 @@ __all__ = [
     "trigger_reload",
 ]
 
-_LAZY = {"EventStream": "_events", "ReloadRequest": "_events", "Supervisor": "_supervisor"}
+_LAZY = {"EventStream": "_bus", "ReloadRequest": "_requests", "Supervisor": "_supervisor"}
 
 
 def __getattr__(name: str) -> Any:

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from . import __version__
+from . import __version__, _validate
 from ._config import OPTIONS, Options, load_config, resolve
+from ._filter import PathFilter, split_watch
 from ._target import TARGET, find_module
 from ._types import ConfigError
 
@@ -44,8 +45,15 @@ examples:
 configuration: [tool.aioreload] in the nearest pyproject.toml, with the long option names:
   watch = ["src"], stop-timeout = 3, restart-on-crash = true ... Flags win over the file.
 
-ignored by default: .git, __pycache__, .venv, venv, node_modules, tool caches, editor swap
-and temporary files, *.pyc, and whatever .gitignore files ignore (unless --no-gitignore).
+patterns (-i, -w globs) use .gitignore's dialect: `*.log` and `build` match a name at any
+depth (a folder with everything in it), `docs/*.html`, `**/logs/*` and `./build` are anchored
+at the watch root, an absolute path under a watch root works too; `!name` re-includes.
+
+ignored by default: .git, __pycache__, .venv, venv, node_modules, tool caches (.mypy_cache,
+.pytest_cache, .ruff_cache, .hypothesis, .tox, .nox), editor swap, backup and temporary
+files (vim, Emacs, JetBrains), *.pyc, SQLite databases (*.sqlite, *.sqlite3, *.db) and their
+-journal, -wal and -shm files, *.log, and whatever .gitignore files ignore (unless
+--no-gitignore).
 
 signals: SIGINT/SIGTERM stop the child gracefully and exit; a second SIGINT kills it at once;
 SIGHUP reloads.
@@ -82,15 +90,21 @@ def _parser() -> argparse.ArgumentParser:
         "--watch",
         action="append",
         metavar="PATH",
-        help="folder or file to watch (repeatable; default: .)",
+        help="folder, file or glob (conf/*.toml) to watch (repeatable; default: .)",
     )
-    add("-i", "--ignore", action="append", metavar="GLOB", help="ignore paths matching GLOB (repeatable)")
+    add(
+        "-i",
+        "--ignore",
+        action="append",
+        metavar="PATTERN",
+        help="ignore paths matching PATTERN, .gitignore-style (repeatable)",
+    )
     add(
         "-e",
         "--ext",
         action="append",
         metavar="EXT",
-        help="only watch files with this extension (repeatable)",
+        help="only watch files with these extensions: py, .py or js,coffee (repeatable)",
     )
     add("--gitignore", action=on_off, help="ignore what .gitignore files ignore (default: on)")
     add("-s", "--stop-signal", metavar="SIG", help="signal that stops the child (default: SIGINT)")
@@ -137,7 +151,12 @@ def _reload_command(argv: Sequence[str]) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     args = parser.parse_args(argv)
     try:
-        folder, pid = request_reload(Path.cwd(), timeout=args.timeout)
+        timeout = _validate.seconds("--timeout", args.timeout, positive=True)
+    except ConfigError as exc:
+        print(f"aioreload: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        folder, pid = request_reload(Path.cwd(), timeout=timeout)
     except UnsafeError as exc:
         print(f"aioreload: error: {exc}", file=sys.stderr)
         return 2
@@ -157,9 +176,8 @@ def _describe(watch: Sequence[str]) -> str:
 
 
 async def _serve(
-    options: Options, command: list[str], status: Status, target: bool, roots: list[Path]
+    options: Options, command: list[str], status: Status, target: bool, roots: list[Path], keep: PathFilter
 ) -> int:
-    from ._filter import PathFilter
     from ._foreground import count_files, run_in_foreground
     from ._supervisor import Supervisor
 
@@ -175,8 +193,6 @@ async def _serve(
         gitignore=options.gitignore,
         **options.durations(),  # the others keep the Supervisor's defaults (the help quotes them)
     )
-    # The same filter the supervisor builds (roots resolved as it does), to count what it watches.
-    keep = PathFilter(ignore=options.ignore, extensions=options.ext, roots=roots, gitignore=options.gitignore)
 
     def count(stop: threading.Event) -> int:
         return count_files(roots, keep, stop)
@@ -199,8 +215,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("no command given; usage: aioreload [OPTIONS] -- COMMAND [ARGS...]")
     target = not explicit and TARGET.fullmatch(command[0]) is not None
     try:
+        _validate.command(command)
         settings, path = load_config(Path.cwd())
         options = resolve({name: getattr(args, name) for name in OPTIONS}, settings, path)
+        # The watch roots and the filter the supervisor builds too (it resolves them the same
+        # way): checked here, before anything starts, and used to count what is watched.
+        roots, include = split_watch(options.watch, Path.cwd())
+        keep = PathFilter(
+            ignore=options.ignore,
+            extensions=options.ext,
+            roots=roots,
+            gitignore=options.gitignore,
+            include=include,
+        )
     except ConfigError as exc:
         print(f"aioreload: error: {exc}", file=sys.stderr)
         return 2
@@ -234,8 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status.line(f"settings ({source}): {options.describe()}")
     child = [sys.executable, "-m", "aioreload._target", *command] if target else command
     try:
-        roots = [Path(path).resolve() for path in options.watch]
-        return anyio.run(_serve, options, child, status, target, roots)
+        return anyio.run(_serve, options, child, status, target, roots, keep)
     except ConfigError as exc:
         status.line(f"error: {exc}", error=True)
         return 2

@@ -5,10 +5,18 @@ process. The embeddable :class:`Supervisor` never touches any of this.
 
 Signals: SIGINT and SIGTERM stop the child gracefully and end the program with the child's
 exit code (128+N when it died of signal N); a second one kills the child's group at once;
-SIGHUP reloads. Handlers installed through the event loop replace any inherited ``SIG_IGN``
-(``nohup aioreload ... &``), and ``exec`` resets handled signals to their default, so the
-child never inherits an ignored stop signal from us. Windows has no loop signal handlers;
-there ``signal.signal`` handlers hand over to the loop thread-safely.
+SIGHUP reloads, unless it comes from our terminal hanging up (then it stops, like SIGTERM).
+Handlers installed through the event loop replace any inherited ``SIG_IGN`` (``nohup
+aioreload ... &``), and ``exec`` resets handled signals to their default, so the child never
+inherits an ignored stop signal from us. Windows has no loop signal handlers; there
+``signal.signal`` handlers hand over to the loop thread-safely.
+
+Job control (POSIX): Ctrl+Z stops the child's process group, then us; ``fg`` and ``bg``
+continue both; and the terminal's modes are restored only while we are its foreground job
+(see ``_process.handle_job_control`` and ``_process.Terminal``).
+
+Status lines are a courtesy: when writing them fails (a closed stderr), they stop, and
+supervision goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import TYPE_CHECKING, TextIO
 import anyio
 import anyio.to_thread
 
+from ._process import Terminal, handle_job_control, job_control_signals
 from ._types import EventKind, ReloadReason, SpawnError, SupervisorClosedError, SupervisorEvent
 
 if TYPE_CHECKING:
@@ -39,6 +48,8 @@ _CLEAR = "\x1b[H\x1b[2J\x1b[3J"  # home, clear the screen, clear the scrollback
 _COLORS = {"ok": "32", "note": "33", "error": "31"}
 # How long the first status line waits for the count of watched files.
 _COUNT_WAIT = 1.0
+# How many changed paths a status line checks for one that still exists.
+_NAME_LOOKS = 32
 
 
 def _ms(seconds: float | None) -> str:
@@ -127,6 +138,7 @@ class Status:
         self._stop_signal = ""
         self._stopped = ""
         self.watched_files: Callable[[], int] = lambda: 0
+        self._mute = False  # the stream failed once: say nothing more
 
     def line(self, text: str, *, error: bool = False, tone: str = "") -> None:
         """Print one status line (errors even when quiet); ``tone`` is ok, note or error."""
@@ -139,13 +151,26 @@ class Status:
             text = f"\x1b[2maioreload:\x1b[0m {body}"
         else:
             text = f"aioreload: {text}"
-        print(text, file=self.stream, flush=True)
+        self._write(text + "\n")
 
     def clear_screen(self) -> None:
         """Clear the terminal, when asked to and it is one."""
         if self.clear:
-            self.stream.write(_CLEAR)
+            self._write(_CLEAR)
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a stream that fails once is never written to again.
+
+        Status lines are a courtesy: a closed stderr (``aioreload ... 2>&1 | head -1``: a
+        broken pipe) or a closed stream object (ValueError) must never stop supervision.
+        """
+        if self._mute:
+            return
+        try:
+            self.stream.write(text)
             self.stream.flush()
+        except (OSError, ValueError):
+            self._mute = True
 
     def _summary(self) -> str:
         what = self.watching
@@ -200,7 +225,9 @@ class Status:
         parts = []
         if event.changes:
             more = len(event.changes) - 1
-            parts.append(f"changed {os.path.relpath(event.changes[0])}" + (f" (+{more})" if more else ""))
+            parts.append(
+                f"changed {os.path.relpath(_named_change(event.changes))}" + (f" (+{more})" if more else "")
+            )
         elif event.reason is ReloadReason.TRIGGER:
             parts.append("reload requested")
         elif event.reason is ReloadReason.CRASH:
@@ -212,6 +239,19 @@ class Status:
         self._stopped = ""
 
 
+def _named_change(changes: Sequence[str]) -> str:
+    """The changed path a status line names: the first that is still a file, else the first.
+
+    Editors and ``sed -i`` write a temporary file and rename it over the real one; both
+    paths are in the batch, and the one that no longer exists is not what the user edited.
+    """
+    # Bounded: a burst of a thousand deletions costs a handful of stat calls on the loop.
+    for path in changes[:_NAME_LOOKS]:
+        if os.path.isfile(path):
+            return path
+    return changes[0]
+
+
 def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
@@ -219,31 +259,10 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-class _Terminal:
-    """Puts the terminal back as it was (echo on...) after a child dies mid-prompt (POSIX)."""
-
-    def __init__(self) -> None:
-        self._saved: list[object] | None = None
-        if sys.platform != "win32":
-            import termios
-
-            with contextlib.suppress(OSError, termios.error, ValueError):
-                if sys.stdin is not None and sys.stdin.isatty():
-                    self._saved = termios.tcgetattr(sys.stdin.fileno())
-
-    def restore(self) -> None:
-        if self._saved is None or sys.platform == "win32":
-            return
-        import termios
-
-        with contextlib.suppress(OSError, termios.error, ValueError):
-            termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, self._saved)  # type: ignore[arg-type]
-
-
 @contextlib.asynccontextmanager
 async def _signal_stream() -> AsyncIterator[AsyncIterator[int]]:
     if sys.platform != "win32":
-        with anyio.open_signal_receiver(*_STOP_SIGNALS, signal.SIGHUP) as signals:
+        with anyio.open_signal_receiver(*_STOP_SIGNALS, signal.SIGHUP, *job_control_signals()) as signals:
             yield signals
         return
     send, receive = anyio.create_memory_object_stream[int](16)
@@ -292,7 +311,7 @@ async def run_in_foreground(
     received: list[int] = []
     code = 0
     body = anyio.CancelScope()
-    terminal = _Terminal()
+    terminal = Terminal()
     status.watched_files = lambda: supervisor.watched_files
     stop_counting = threading.Event()
     counted = anyio.Event()
@@ -322,11 +341,20 @@ async def run_in_foreground(
 
             async def handle_signals() -> None:
                 async for signum in signals:
+                    if handle_job_control(signum, supervisor.send_signal, terminal):
+                        continue  # Ctrl+Z, fg, bg
                     if signum not in _STOP_SIGNALS:  # SIGHUP
-                        if not received:
-                            with contextlib.suppress(SupervisorClosedError):  # not started yet, or ended
-                                supervisor.request_reload()
-                    elif received:
+                        # It reloads, unless our terminal hung up (its window closed): then we
+                        # stop, as any terminal program does, and not twice as hard when the
+                        # hangup reaches us both from the kernel and from the shell.
+                        if not terminal.hung_up():
+                            if not received:
+                                with contextlib.suppress(SupervisorClosedError):  # not started, or ended
+                                    supervisor.request_reload()
+                            continue
+                        if received:
+                            continue
+                    if received:
                         supervisor.kill()  # a second Ctrl+C: stop waiting
                     else:
                         received.append(signum)

@@ -1,13 +1,23 @@
-"""A minimal inotify binding for Linux (ctypes, no dependencies), read from the event loop.
+"""inotify read from the event loop: a minimal ctypes binding and the Linux change source.
 
-Why not only watchfiles' engine: it checks for news in a worker thread every ``step``
-milliseconds, so a change is noticed 1-2 steps late and an idle supervisor still wakes 20 times
-a second. inotify's descriptor becomes readable the moment something changes; awaiting that
-with ``anyio.wait_readable`` costs nothing while idle and nothing in latency. Other platforms,
-polling, and a refused inotify fall back to watchfiles (see ``_watch``).
+OS-level choices, and why:
 
-We ask for content and name changes only. ``IN_ATTRIB`` is left out on purpose: reading a file
-can update its access time, which would make a child's own imports look like edits.
+- One non-blocking inotify descriptor, awaited with ``anyio.wait_readable``: an idle source costs
+  nothing, and a change is seen the moment the kernel queues it (no polling step).
+- inotify is not recursive: one watch per folder, ignored folders never watched. Which folder a
+  watch descriptor is, through scans, moves, renames, deletions and overflows, is the business of
+  :class:`~aioreload._tree.FolderTree`; this module only decides what a file event means.
+- The mask asks for name changes (create, delete, move), content changes (``IN_MODIFY``,
+  ``IN_CLOSE_WRITE``) and ``IN_ATTRIB``. ``IN_ACCESS`` is left out: reading is not changing (and
+  on Linux a read gives ``IN_ACCESS``, never ``IN_ATTRIB``).
+- ``IN_CLOSE_WRITE`` counts only after an ``IN_MODIFY`` on that path since its last close: opening
+  a file for writing and closing it unwritten (SQLite does this, so does ``open(p, "r+b")``)
+  changes nothing, and must not reload anything.
+- ``IN_ATTRIB`` counts only when the modification time changed: ``touch``, ``os.utime`` and
+  build tools bumping mtimes set both times, which the kernel reports as ``IN_ATTRIB`` (a new
+  mtime alone, as from ``touch -m``, comes as ``IN_MODIFY``). chmod, chown, extended
+  attributes and link counts do not count. See :func:`_mtime_changed` for how we tell.
+- ``IN_EXCL_UNLINK``: no events from files that were deleted but are still open.
 """
 
 from __future__ import annotations
@@ -16,14 +26,22 @@ import ctypes
 import errno
 import os
 import struct
-from collections.abc import Iterator
-from typing import final
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple, final
 
 import anyio
+import anyio.abc
 
-__all__ = ["IN_ISDIR", "IN_Q_OVERFLOW", "Inotify", "WatchLimitError"]
+from ._filter import PathFilter
+from ._sources import Emit, WatchLimitError
+
+if TYPE_CHECKING:
+    from ._tree import FolderTree
+
+__all__ = ["MASK", "Inotify", "InotifySource", "RawEvent", "WatchLimitError"]
 
 IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
@@ -39,23 +57,32 @@ IN_ISDIR = 0x40000000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
 
-_MASK = (
+NAME_CHANGES = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
+MASK = (
     IN_MODIFY
+    | IN_ATTRIB
     | IN_CLOSE_WRITE
-    | IN_MOVED_FROM
-    | IN_MOVED_TO
-    | IN_CREATE
-    | IN_DELETE
+    | NAME_CHANGES
     | IN_DELETE_SELF
     | IN_MOVE_SELF
     | IN_ONLYDIR
     | IN_EXCL_UNLINK
 )
 _HEADER = struct.Struct("iIII")
+_READ_SIZE = 256 * 1024
+# Above this many IN_ATTRIB paths in one read, their stat calls go to a worker thread.
+_INLINE_STATS = 16
+# How many modification times we remember for IN_ATTRIB (oldest forgotten first).
+_MTIME_MEMORY = 50_000
 
 
-class WatchLimitError(OSError):
-    """The kernel refused another inotify instance or watch (a per-user limit)."""
+class RawEvent(NamedTuple):
+    """One inotify event as the kernel reported it (``name`` empty for the watched folder itself)."""
+
+    wd: int
+    mask: int
+    cookie: int
+    name: str
 
 
 def _libc() -> ctypes.CDLL:
@@ -68,94 +95,259 @@ def _libc() -> ctypes.CDLL:
 
 @final
 class Inotify:
-    """One inotify descriptor watching folders; owned and closed by its creator."""
+    """One inotify descriptor; watches are added and removed by descriptor number.
+
+    ``add`` and ``discard`` may be called from a worker thread while the loop reads.
+    """
 
     def __init__(self) -> None:
+        """Open the descriptor.
+
+        Raises:
+            WatchLimitError: the kernel refused (``fs.inotify.max_user_instances`` reached).
+        """
         self._libc = _libc()
         fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             code = ctypes.get_errno()
             raise WatchLimitError(code, f"inotify_init1: {os.strerror(code)}")
         self.fd: int = fd
-        self._paths: dict[int, str] = {}
-        self._wds: dict[str, int] = {}
-
-    def __enter__(self) -> Inotify:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def __len__(self) -> int:
-        return len(self._wds)
-
-    def __contains__(self, folder: object) -> bool:
-        return folder in self._wds
 
     def close(self) -> None:
         """Close the descriptor (idempotent); the kernel drops every watch with it."""
         if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
-    def add(self, folder: str) -> bool:
-        """Watch ``folder``; ``False`` when it vanished or is not a folder.
+    def add(self, folder: str, mask: int = MASK) -> int:
+        """Watch ``folder``; its watch descriptor, or -1 when it vanished or is not a folder.
+
+        The kernel gives the same descriptor again for a folder (inode) already watched, under
+        whatever path it is reached by.
 
         Raises:
             WatchLimitError: the per-user watch limit is reached.
             PermissionError: the folder cannot be read.
         """
-        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(folder), _MASK)
-        if wd < 0:
-            code = ctypes.get_errno()
-            if code in (errno.ENOENT, errno.ENOTDIR):
-                return False
-            if code == errno.ENOSPC:
-                raise WatchLimitError(code, "inotify watch limit reached (fs.inotify.max_user_watches)")
-            if code == errno.EACCES:
-                raise PermissionError(code, os.strerror(code), folder)
-            raise OSError(code, os.strerror(code), folder)
-        self._paths[wd] = folder
-        self._wds[folder] = wd
-        return True
+        wd: int = self._libc.inotify_add_watch(self.fd, os.fsencode(folder), mask)
+        if wd >= 0:
+            return wd
+        code = ctypes.get_errno()
+        if code in (errno.ENOENT, errno.ENOTDIR):
+            return -1
+        if code == errno.ENOSPC:
+            raise WatchLimitError(code, "inotify watch limit reached (fs.inotify.max_user_watches)")
+        if code == errno.EACCES:
+            raise PermissionError(code, os.strerror(code), folder)
+        raise OSError(code, os.strerror(code), folder)
 
-    def watched(self) -> list[str]:
-        """The folders watched now."""
-        return list(self._wds)
-
-    def discard(self, folder: str) -> None:
-        """Stop watching ``folder`` if watched."""
-        wd = self._wds.pop(folder, None)
-        if wd is not None:
-            self._paths.pop(wd, None)
+    def discard(self, wd: int) -> None:
+        """Remove a watch; one the kernel already dropped is no error."""
+        if self.fd >= 0:
             self._libc.inotify_rm_watch(self.fd, wd)
 
-    async def read(self) -> list[tuple[str, int]]:
-        """Wait for events; return ``(path, mask)`` pairs (``("", IN_Q_OVERFLOW)`` on overflow)."""
+    async def read(self) -> list[RawEvent]:
+        """Wait for events and return them (``IN_Q_OVERFLOW`` comes with ``wd`` -1)."""
         while True:
             await anyio.wait_readable(self.fd)
-            try:
-                data = os.read(self.fd, 256 * 1024)
-            except BlockingIOError:
-                continue
-            return list(self._parse(data))
+            events = self.read_now()
+            if events:
+                return events
 
-    def _parse(self, data: bytes) -> Iterator[tuple[str, int]]:
+    def read_now(self) -> list[RawEvent]:
+        """The events queued now, without waiting (empty when there are none)."""
+        try:
+            data = os.read(self.fd, _READ_SIZE)
+        except BlockingIOError:
+            return []
+        events = []
         offset = 0
         while offset + _HEADER.size <= len(data):
-            wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
+            wd, mask, cookie, length = _HEADER.unpack_from(data, offset)
             offset += _HEADER.size
             name = data[offset : offset + length].rstrip(b"\0")
             offset += length
-            if mask & IN_Q_OVERFLOW:
-                yield "", IN_Q_OVERFLOW
-                continue
-            folder = self._paths.get(wd)
-            if folder is None:
-                continue
-            if mask & IN_IGNORED:  # the kernel dropped this watch (folder deleted or unmounted)
-                self._paths.pop(wd, None)
-                if self._wds.get(folder) == wd:
-                    del self._wds[folder]
-                continue
-            yield (os.path.join(folder, os.fsdecode(name)) if name else folder), mask
+            events.append(RawEvent(wd, mask, cookie, os.fsdecode(name)))
+        return events
+
+
+def _times(paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """``(st_mtime_ns, st_ctime_ns)`` of each path that can be read (blocking: many go to a thread)."""
+    times = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        times[path] = (st.st_mtime_ns, st.st_ctime_ns)
+    return times
+
+
+def _mtime_changed(before: int | None, mtime: int, ctime: int) -> bool:
+    """Whether an ``IN_ATTRIB`` on a file was a new modification time.
+
+    ``IN_ATTRIB`` says some metadata changed: permissions, owner, link count, extended
+    attributes, or both timestamps at once (``touch``, ``os.utime``; the kernel reports a new
+    modification time alone, as from ``touch -m``, as ``IN_MODIFY``). Only a new modification
+    time is worth a reload. When we know the file's previous modification time (``before``: read
+    by :meth:`InotifySource.watch_files`, at an earlier ``IN_ATTRIB``, or after a write to a file
+    we knew), we compare with it. For a file we know nothing about we read the kernel's own
+    bookkeeping: setting the modification time sets the change time in the same call, to the
+    same instant when the new time is "now", while chmod, chown, xattrs and links move only the
+    change time, leaving mtime < ctime. So mtime == ctime means the last metadata change set the
+    modification time. Its blind spot: a file we never read given an explicit past or future
+    time (``touch -d``); its false alarm (a chmod within the same clock tick as a write) follows
+    a real change anyway.
+    """
+    return mtime != before if before is not None else mtime == ctime
+
+
+@final
+class InotifySource:
+    """The Linux change source: folders and files watched with inotify, read from the loop.
+
+    Args:
+        roots: Absolute, resolved paths to watch. A folder is watched with everything below it
+            (ignored folders left out, symlinked folders followed); a file is watched through
+            its folder, where only that file counts.
+        path_filter: Decides which changed paths count and which folders are never entered.
+    """
+
+    def __init__(self, roots: Sequence[str], path_filter: PathFilter) -> None:
+        from ._tree import FolderTree  # _tree builds on this module's binding
+
+        self._mtimes: dict[str, int] = {}
+        self._tree: FolderTree = FolderTree(roots, path_filter, self._remember)
+        # Paths with an IN_MODIFY since their last close: their IN_CLOSE_WRITE counts.
+        self._writing: set[str] = set()
+        self._started = False
+        self._early: set[str] = set()
+        self._emit: Emit | None = None
+
+    def __repr__(self) -> str:
+        return f"<InotifySource watches={self.watch_count}>"
+
+    @property
+    def watch_count(self) -> int:
+        """How many inotify watches this source holds now."""
+        return self._tree.watch_count
+
+    def watched_folders(self) -> list[str]:
+        """The paths of the folders watched now, sorted."""
+        return self._tree.watched_folders()
+
+    def watch_files(self, files: Mapping[str, int]) -> None:
+        """Also watch these files (path → ``st_mtime_ns`` the child loaded; -1: unknown)."""
+        self._tree.watch_files(files)
+
+    async def settled(self) -> None:
+        """Return once no scan, rescan or file check is in progress."""
+        await self._tree.busy.wait()
+
+    async def run(
+        self, emit: Emit, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Arm every watch, call ``task_status.started()``, then report changes until cancelled.
+
+        Raises:
+            WatchLimitError: the kernel refused the descriptor or a watch, at start or later.
+        """
+        self._emit = emit
+        self._started = False
+        ino = Inotify()
+        tree = self._tree
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._close_tree_on_exit)
+                # Events are read while the first scan runs (a long scan must not overflow the
+                # queue); what they report is held back until the source is started.
+                tg.start_soon(self._read, ino)
+                if await tree.arm(ino, tg, self._report):
+                    self._started = True
+                    if self._early:
+                        early, self._early = frozenset(self._early), set()
+                        emit(early)
+                    task_status.started()
+        finally:
+            tree.close()
+            ino.close()
+        if tree.failure is not None:
+            raise tree.failure
+
+    async def _close_tree_on_exit(self) -> None:
+        # Tells a running scan thread to stop at once, so cancelling run() never waits for it.
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self._tree.close()
+
+    def _report(self, paths: frozenset[str]) -> None:
+        if self._tree.closed:
+            return  # shutting down: whoever listened may be gone
+        if not self._started:
+            self._early |= paths
+        elif self._emit is not None:
+            self._emit(paths)
+
+    async def _read(self, ino: Inotify) -> None:
+        tree = self._tree
+        while True:
+            wait = tree.move_wait()
+            if wait is None:
+                events = await ino.read()
+            else:  # a folder left through IN_MOVED_FROM: its IN_MOVED_TO may be in the next read
+                events = []
+                with anyio.move_on_after(wait):
+                    events = await ino.read()
+                if not events:
+                    events = ino.read_now()
+            changed, attrib, known = self._classify(tree.feed(events))
+            if attrib or known:
+                paths = [*attrib, *known]
+                if len(paths) > _INLINE_STATS:
+                    times = await anyio.to_thread.run_sync(_times, paths)
+                else:
+                    times = _times(paths)
+                changed.update(
+                    path
+                    for path in attrib
+                    if path in times and _mtime_changed(self._mtimes.get(path), *times[path])
+                )
+                self._remember({path: mtime for path, (mtime, _) in times.items()})
+            if changed:
+                self._report(frozenset(changed))
+
+    def _remember(self, mtimes: Mapping[str, int]) -> None:
+        """Record files' modification times, for telling a timestamp change from a chmod."""
+        self._mtimes.update(mtimes)
+        while len(self._mtimes) > _MTIME_MEMORY:
+            del self._mtimes[next(iter(self._mtimes))]
+
+    def _classify(self, events: list[tuple[str, int]]) -> tuple[set[str], list[str], list[str]]:
+        """Apply ``events`` (in order) to what we know of each file.
+
+        Returns:
+            The paths changed; those with an ``IN_ATTRIB`` to check; and those written whose
+            modification time we knew (to be read again, so the next check compares right).
+        """
+        changed: set[str] = set()
+        attrib: dict[str, None] = {}
+        known: dict[str, None] = {}
+        for path, mask in events:
+            if mask & IN_MODIFY:
+                self._writing.add(path)
+                changed.add(path)
+            if mask & IN_CLOSE_WRITE and path in self._writing:
+                self._writing.discard(path)
+                changed.add(path)
+            if mask & NAME_CHANGES:
+                changed.add(path)
+            if mask & (IN_DELETE | IN_MOVED_FROM):
+                self._writing.discard(path)
+                self._mtimes.pop(path, None)
+                known.pop(path, None)
+            elif mask & (IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO) and path in self._mtimes:
+                known[path] = None
+            if mask & IN_ATTRIB and not mask & IN_ISDIR:
+                attrib[path] = None
+        return changed, [path for path in attrib if path not in changed], list(known)

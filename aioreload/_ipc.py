@@ -9,7 +9,8 @@ for its successor's. Messages are JSON objects, one per line, child → supervis
 
     {"op": "reload"}                     reload me
     {"op": "ready"}                      I am serving
-    {"op": "files", "paths": [...]}      source files I have imported
+    {"op": "files", "files": {path: ns}} source files I have imported, with the modification
+                                         time each had when loaded (-1: unknown)
     {"op": "exit", "code": N}            my program finished for good; end the supervisor
 
 Windows has no ``pass_fds``; there the channel is not offered yet and the child-side API

@@ -6,8 +6,13 @@ happens, asks the finders behind it for the spec, reports ``spec.origin`` and ha
 back unchanged. The modules already imported are reported once at start. Files under the
 standard library are skipped (they change only with the interpreter).
 
-The supervisor closes the race between "imported" and "watched" by comparing each reported
-file's modification time with the child's spawn time (see ``_supervisor``).
+Each file is reported with the modification time it had when it was imported. Once the
+supervisor's watch on it is armed, it compares that with the file's time then: a difference
+means an edit slipped in before the watch, and the child reloads. A module created after the
+child started is therefore not an edit (its time is the one the child loaded). Modules that
+were imported before this finder existed are compared with the child's spawn time instead:
+one modified after the spawn may or may not be the version the child loaded, so it counts
+as changed.
 
 If the program dies of an uncaught exception, the files named in the traceback are reported
 too, so fixing a module that never imported successfully still reloads.
@@ -19,6 +24,7 @@ import contextlib
 import importlib.abc
 import importlib.machinery
 import os
+import stat
 import sys
 import sysconfig
 import threading
@@ -27,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from types import ModuleType, TracebackType
 from typing import final
 
-from ._ipc import ChildChannel
+from ._ipc import ENV_SPAWNED, ChildChannel
 
 __all__ = ["install", "report_crash", "traceback_files"]
 
@@ -59,19 +65,36 @@ class _Reporter:
             return True
         return not path.startswith(self._skip)
 
-    def report(self, paths: Iterable[str | None]) -> None:
-        fresh = []
+    def report(self, paths: Iterable[str | None], *, loaded_before_ns: int | None = None) -> None:
+        """Report the files behind ``paths`` with the modification time each has now.
+
+        Args:
+            paths: Source files (``None`` entries are skipped).
+            loaded_before_ns: The files were loaded at an unknown moment before this report,
+                but after this time: a modification at or after it counts as unknown (-1).
+        """
+        fresh: dict[str, int] = {}
         with self._lock:
             for path in paths:
                 if not path or path in self._seen:
                     continue
                 self._seen.add(path)
                 real = os.path.realpath(path)
-                if self._wanted(real) and os.path.isfile(real):
-                    fresh.append(real)
+                if not self._wanted(real):
+                    continue
+                try:
+                    status = os.stat(real)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(status.st_mode):
+                    continue
+                mtime = status.st_mtime_ns
+                if loaded_before_ns is not None and mtime >= loaded_before_ns:
+                    mtime = -1
+                fresh[real] = mtime
         if fresh:
             with contextlib.suppress(OSError):  # the supervisor is gone; keep running
-                self._channel.send("files", paths=fresh)
+                self._channel.send("files", files=fresh)
 
 
 def _module_file(module: ModuleType) -> str | None:
@@ -135,7 +158,11 @@ def install(channel: ChildChannel) -> None:
         return
     reporter = _Reporter(channel)
     sys.meta_path.insert(0, _ImportWatcher(reporter))
-    reporter.report(_module_file(m) for m in list(sys.modules.values()))
+    spawned = os.environ.get(ENV_SPAWNED, "")
+    reporter.report(
+        (_module_file(m) for m in list(sys.modules.values())),
+        loaded_before_ns=int(spawned) if spawned.isdigit() else 0,
+    )
     previous = sys.excepthook
 
     def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:

@@ -1,62 +1,79 @@
-"""Spawning, stopping and guarding the child process. Every platform branch lives here.
+"""Spawning, stopping and guarding the child process, and the terminal. Every platform branch lives here.
 
 OS-level choices, with the options considered:
 
-* **Process tree.** The child leads a new session on POSIX (``start_new_session``), so the
-  stop signal and SIGKILL reach every process it started with one ``killpg``, and the
-  terminal's Ctrl+C does not reach it behind the supervisor's back. On Windows it gets a new
-  process group, stopped with CTRL_BREAK_EVENT and killed with ``taskkill /T /F``.
-  Grandchildren that start sessions of their own (daemons) escape the group; catching those
-  would need cgroups (Linux) or job objects (Windows), which we leave for later.
+* **Process tree.** The child leads a new session on POSIX (``start_new_session``): one
+  ``killpg`` reaches every process it started, and the terminal's Ctrl+C does not reach it
+  behind our back. On Windows it gets a new process group (CTRL_BREAK_EVENT, ``taskkill /T
+  /F``). Grandchildren that start sessions of their own (daemons) escape the group; catching
+  those needs cgroups or job objects, left for later.
 
-* **Is the group empty?** After the leader exits, members of its group may still be running.
-  ``killpg(pgid, 0)`` answers "someone is there", but counts zombies, and an init that does
-  not reap orphans (seen in containers and micro-VMs) leaves them forever. On Linux we read
-  ``/proc/*/stat`` and count only live members; elsewhere ``killpg(pgid, 0)`` is the answer.
+* **Is the group empty?** ``killpg(pgid, 0)`` counts zombies, and an init that does not reap
+  orphans (containers, micro-VMs) keeps them forever. On Linux we read ``/proc/*/stat`` and
+  count live members only, in a worker thread (never on the event loop), looking again after
+  5 ms, then backing off to 100 ms; elsewhere ``killpg(pgid, 0)`` answers.
 
-* **Supervisor death.** If the supervisor is killed with SIGKILL it cannot stop its child.
-  Options: ``PR_SET_PDEATHSIG`` (Linux only, reaches only the direct child, and needs
-  ``preexec_fn``, which is unsafe with threads); a pipe the child itself watches (needs a
-  cooperating child); a watchdog process. We run one tiny ``/bin/sh`` watchdog per supervisor
-  (about 1 MiB, no Python) in its own session. It reads the current child's process group id
-  from a pipe whose only writer is the supervisor. When the supervisor dies for any reason,
-  the kernel closes the pipe, ``read`` sees end-of-file, and the watchdog signals the last
-  group (stop signal, then SIGKILL after 0.5 s). This uses only POSIX behaviour, so it works
-  on Linux and macOS alike; Windows would use a job object (not implemented yet).
+* **Members that outlive the leader.** A leader that exits on the stop signal has heard it;
+  what is left is usually a shell's background job (``sh -c 'worker & exec app'``), which
+  POSIX starts with SIGINT ignored and which would hold every reload for all of
+  ``stop_timeout``. Members get at most 0.5 s more (the watchdog's grace too), then the group
+  is killed and a warning names each process still there (``/proc``, else POSIX ``ps``).
 
-* **Inherited ignored signals.** A supervisor started in the background (``nohup cmd &``)
-  inherits SIGINT as ignored, and an ignored disposition survives ``exec``: the child would
-  ignore its stop signal and every reload would wait for the full timeout. ``preexec_fn`` could
-  reset it but is unsafe with threads. Instead, while spawning, we swap an ignored stop signal
-  for a no-op handler in the supervisor (``exec`` resets handled signals to the default) and
-  swap it back at once; a signal arriving in that window is dropped, as it would have been.
+* **Supervisor death.** ``PR_SET_PDEATHSIG`` is Linux-only, reaches only the direct child and
+  needs ``preexec_fn`` (unsafe with threads); a pipe watched by the child needs its help. We
+  run one tiny ``/bin/sh`` watchdog (no Python) in its own session, reading the current
+  group id from a pipe only the supervisor writes. When the supervisor dies, ``read`` sees
+  end-of-file and the watchdog signals the last group (stop signal, SIGKILL after 0.5 s).
+  POSIX only; Windows would use a job object (not implemented yet).
+
+* **Inherited ignored signals.** Started with SIGINT ignored (``nohup cmd &``), we would pass
+  the ignored stop signal on through ``exec``. ``preexec_fn`` could reset it but is unsafe
+  with threads; instead, while spawning, an ignored stop signal gets a no-op handler here
+  (``exec`` resets handled signals to the default), swapped back at once.
+
+* **Terminal and job control**, for a supervisor that owns its process (the command line,
+  ``aioreload.run``): see :class:`Terminal` and :func:`handle_job_control`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, final
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from ._types import SpawnError
 
-__all__ = ["Child", "Guardian", "default_stop_signal", "signal_name"]
+__all__ = [
+    "Child",
+    "Guardian",
+    "Terminal",
+    "default_stop_signal",
+    "handle_job_control",
+    "job_control_signals",
+    "signal_name",
+]
 
 logger = logging.getLogger(__name__)
 
 WINDOWS = sys.platform == "win32"
 _PROC_STAT = "/proc/self/stat"
-# How often we look for surviving group members once the leader has exited.
-_GROUP_POLL = 0.005
+_POLL_FIRST, _POLL_MAX = 0.005, 0.1  # looks for members left after the leader: backing off
+MEMBER_GRACE = 0.5  # how long members may outlive a leader that exited on the stop signal
+_KILL_WAIT = 1.0  # for killed members to be gone (one stuck in the kernel may never go)
+_NAMED = 5  # processes a warning names before "and N more"
+
+Member = tuple[int, str]  # a process group member: pid, command name ("" when unknown)
 
 
 def default_stop_signal() -> int:
@@ -95,24 +112,29 @@ def _default_disposition(signum: int) -> Iterator[None]:
         signal.signal(signum, previous)
 
 
+def _proc_members(pgid: int) -> Iterator[Member]:
+    """Live (non-zombie) members of group ``pgid``, read from ``/proc`` (Linux; blocking)."""
+    with os.scandir("/proc") as entries:
+        names = [entry.name for entry in entries if entry.name.isdigit()]
+    for name in names:
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ... ; comm may contain spaces and parentheses.
+        close = stat.rfind(b")")
+        fields = stat[close + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            yield int(name), stat[stat.find(b"(") + 1 : close].decode(errors="replace")
+
+
 def _live_group_members(pgid: int) -> bool:
-    """Whether any non-zombie process is left in process group ``pgid``."""
+    """Whether any non-zombie process is left in group ``pgid`` (blocking: run it in a thread)."""
     if WINDOWS:
         return False
     if os.path.exists(_PROC_STAT):
-        with os.scandir("/proc") as entries:
-            names = [entry.name for entry in entries if entry.name.isdigit()]
-        for name in names:
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            # pid (comm) state ppid pgrp ... ; comm may contain spaces and parentheses.
-            fields = stat[stat.rfind(b")") + 2 :].split()
-            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-                return True
-        return False
+        return next(_proc_members(pgid), None) is not None
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -120,6 +142,38 @@ def _live_group_members(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _group_members(pgid: int) -> list[Member]:
+    """The live members of group ``pgid`` with their command names (blocking: run it in a thread)."""
+    if WINDOWS:
+        return []
+    if os.path.exists(_PROC_STAT):
+        return list(_proc_members(pgid))
+    # No /proc (macOS, the BSDs): POSIX ps lists every process; keep the group's.
+    try:
+        listing = subprocess.run(
+            ["ps", "-A", "-o", "pid=", "-o", "pgid=", "-o", "comm="],
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    members = []
+    for line in listing.splitlines():
+        words = line.split(None, 2)
+        if len(words) == 3 and words[1] == str(pgid) and words[0].isdigit():
+            members.append((int(words[0]), os.path.basename(words[2].strip())))
+    return members
+
+
+def _describe(members: Sequence[Member]) -> str:
+    """``pid 12 (sleep), pid 13 (python3)``, capped at a few names."""
+    named = [f"pid {pid} ({name})" if name else f"pid {pid}" for pid, name in members[:_NAMED]]
+    more = len(members) - len(named)
+    return ", ".join(named) + (f" and {more} more" if more > 0 else "")
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -139,6 +193,8 @@ class Child:
         self.pid: int = process.pid
         self.started = started
         self._signalled = False
+        self.killed_members: list[Member] = []
+        """What the last :meth:`stop` had to kill (pid, command name), as its warning said."""
 
     def __repr__(self) -> str:
         return f"<Child pid={self.pid} returncode={self.returncode}>"
@@ -213,32 +269,61 @@ class Child:
             _signal_group(self.pid, signal.SIGKILL)
 
     async def stop(self, signum: int, timeout: float) -> tuple[int, bool]:
-        """Stop the group gracefully: ``signum``, up to ``timeout`` seconds, then SIGKILL.
+        """Stop the group gracefully: ``signum``, then SIGKILL for whatever did not stop in time.
 
-        The signal is sent at most once per child, however often ``stop`` is called. Returns
-        once the leader is reaped and no live member of its group is left.
+        The signal is sent once per child, however often ``stop`` is called, and also when the
+        leader has already exited. The leader gets ``timeout`` seconds, the members that
+        outlive it what is left, at most :data:`MEMBER_GRACE`. What is killed is named in a
+        warning and kept in :attr:`killed_members`. Returns once no live member is left.
 
         Returns:
-            The leader's exit status and whether SIGKILL was needed.
+            The leader's exit status, and whether the leader itself had to be killed.
         """
-        if not self._signalled and self.returncode is None:
+        if not self._signalled:  # even to a group whose leader has exited: its members
             self._signalled = True
             self.send_signal(signum)
-        killed = False
-        with anyio.move_on_after(timeout) as scope:
+        began = anyio.current_time()
+        with anyio.move_on_after(timeout):
             await self.wait()
-            # Group members are not our children, so nothing can be awaited: poll briefly.
-            while _live_group_members(self.pid):  # noqa: ASYNC110
-                await anyio.sleep(_GROUP_POLL)
-        if scope.cancelled_caught:
-            killed = True
+        leader_killed = self.returncode is None
+        if leader_killed:
+            waited = timeout
+        else:
+            waited = min(max(0.0, began + timeout - anyio.current_time()), MEMBER_GRACE)
+            with anyio.move_on_after(waited) as scope:
+                await self._group_gone()
+            if not scope.cancelled_caught:
+                if not WINDOWS:
+                    # Catch members that left the group-alive check racing with their own exit.
+                    _signal_group(self.pid, signal.SIGKILL)
+                return self.wait_status(), False
+        with anyio.CancelScope(shield=True):
+            members = await anyio.to_thread.run_sync(_group_members, self.pid)
             self.kill()
-            with anyio.CancelScope(shield=True):
-                await self.wait()
-        elif not WINDOWS:
-            # Catch members that left the group-alive check racing with their own exit.
-            _signal_group(self.pid, signal.SIGKILL)
-        return self.wait_status(), killed
+            await self.wait()
+            with anyio.move_on_after(_KILL_WAIT):  # SIGKILL lands in the others a moment later
+                await self._group_gone()
+        self._warn_killed(members, signum, waited, leader_killed)
+        return self.wait_status(), leader_killed
+
+    async def _group_gone(self) -> None:
+        """Return once no live member of the group is left; each look runs in a worker thread."""
+        if WINDOWS:
+            return
+        delay = _POLL_FIRST
+        while await anyio.to_thread.run_sync(_live_group_members, self.pid, abandon_on_cancel=True):
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+
+    def _warn_killed(self, members: list[Member], signum: int, waited: float, leader: bool) -> None:
+        if leader and not any(pid == self.pid for pid, _ in members):
+            members.insert(0, (self.pid, ""))  # no /proc or ps answer: still name the leader
+        self.killed_members = members
+        if members:  # else they finished between the last look and the kill
+            after = "" if leader else " after the program exited"
+            logger.warning(
+                "%s ignored %s for %.1fs%s; killed", _describe(members), signal_name(signum), waited, after
+            )
 
     def wait_status(self) -> int:
         """The reaped exit status; only valid after :meth:`wait` returned."""
@@ -303,3 +388,112 @@ class Guardian:
         with anyio.CancelScope(shield=True):
             await self.watch(0)
             await self._process.aclose()
+
+
+@final
+class Terminal:
+    """The terminal on stdin, whose modes are put back after a child dies mid-prompt (POSIX).
+
+    On our controlling terminal only the foreground process group may change them:
+    ``tcsetattr`` from a background job (``aioreload ... &``, or Ctrl+Z then ``bg``) raises
+    SIGTTOU, which stops the whole program ("Stopped (tty output)"), and the modes are the
+    foreground job's business then. So :meth:`restore` acts there only in the foreground, with
+    SIGTTOU blocked in case the shell moves us to the background between the check and the
+    call. Any other terminal (one we were merely handed as stdin) has no job control.
+    """
+
+    def __init__(self) -> None:
+        self._fd = -1
+        self._saved: list[Any] | None = None
+        self._ttys: list[int] = []
+        if WINDOWS:
+            return
+        import termios
+
+        self._ttys = [fd for fd in (0, 1, 2) if os.isatty(fd)]
+
+        with contextlib.suppress(OSError, termios.error, ValueError, AttributeError):
+            if sys.stdin is not None and sys.stdin.isatty():
+                self._saved = termios.tcgetattr(sys.stdin.fileno())
+                self._fd = sys.stdin.fileno()
+
+    def restore(self) -> None:
+        """Put back the modes saved at start, when the terminal is ours to change."""
+        if self._saved is None or WINDOWS:
+            return
+        import termios
+
+        try:
+            ours = os.tcgetpgrp(self._fd) == os.getpgrp()  # we are its foreground job
+        except OSError as exc:  # ENOTTY: not our controlling terminal, so no job control
+            ours = exc.errno == errno.ENOTTY
+        if not ours:
+            return
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+        try:
+            with contextlib.suppress(OSError, termios.error, ValueError):
+                termios.tcsetattr(self._fd, termios.TCSANOW, self._saved)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def hung_up(self) -> bool:
+        """Whether a terminal we started on has hung up (its window closed).
+
+        The kernel turns a hung-up terminal's descriptors into ones whose calls fail with EIO
+        before it sends anyone SIGHUP, so this tells the hangup's SIGHUP from ``kill -HUP``.
+        """
+        for fd in self._ttys:
+            try:
+                os.tcgetpgrp(fd)
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    return True
+        return False
+
+
+def job_control_signals() -> tuple[signal.Signals, ...]:
+    """SIGTSTP and SIGCONT, for :func:`handle_job_control` (POSIX).
+
+    None on Windows, nor when we started with SIGTSTP ignored: whoever started us asked for a
+    program that Ctrl+Z does not stop, and the child inherits that as before.
+    """
+    if WINDOWS or signal.getsignal(signal.SIGTSTP) is signal.SIG_IGN:
+        return ()
+    return (signal.SIGTSTP, signal.SIGCONT)
+
+
+def handle_job_control(signum: int, signal_child: Callable[[int], None], terminal: Terminal) -> bool:
+    """Act on Ctrl+Z, ``fg`` and ``bg``; ``False`` when ``signum`` is not theirs.
+
+    The child leads its own session, so the terminal's SIGTSTP never reaches it. On SIGTSTP we
+    stop its group with SIGSTOP (the kernel discards SIGTSTP sent to the group of a session
+    leader: it is orphaned), put the terminal's modes back for the shell, and stop ourselves
+    with SIGTSTP's default action, so the shell sees an ordinary stopped job. When ``fg`` or
+    ``bg`` continues us, we continue the child's group; SIGCONT from anywhere else does too.
+
+    Args:
+        signum: The signal received.
+        signal_child: Sends a signal to the child's process group (nothing when none runs).
+        terminal: Restored before we stop.
+    """
+    if WINDOWS or signum not in (signal.SIGTSTP, signal.SIGCONT):
+        return False
+    if signum == signal.SIGTSTP:
+        signal_child(signal.SIGSTOP)
+        terminal.restore()
+        _stop_self()
+    signal_child(signal.SIGCONT)
+    return True
+
+
+def _stop_self() -> None:
+    """Stop this process as Ctrl+Z would, and return once it is continued."""
+    try:
+        previous = signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+    except ValueError:  # not the main thread: SIGSTOP needs no disposition
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
+    try:  # delivered to this thread before kill() returns; discarded if our group is orphaned
+        os.kill(os.getpid(), signal.SIGTSTP)
+    finally:
+        signal.signal(signal.SIGTSTP, previous)

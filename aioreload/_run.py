@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import _ipc, child
 
 if TYPE_CHECKING:
-    from ._events import BeforeReload
+    from ._requests import BeforeReload
 
 __all__ = ["run"]
 

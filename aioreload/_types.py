@@ -26,6 +26,7 @@ __all__ = [
     "SpawnError",
     "SupervisorClosedError",
     "SupervisorEvent",
+    "SupervisorState",
 ]
 
 
@@ -61,6 +62,27 @@ class ReloadReason(str, enum.Enum):
     """Someone asked: ``reload()``, ``request_reload()``, ``trigger_reload()`` or SIGHUP."""
     CRASH = "crash"
     """The previous child exited on its own and restart-on-crash is on."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@final
+class SupervisorState(str, enum.Enum):
+    """Where a supervisor is in its life (``Supervisor.state``)."""
+
+    NEW = "new"
+    """Created, not entered yet."""
+    STARTING = "starting"
+    """Arming the watches or spawning a child."""
+    RUNNING = "running"
+    """A child is running."""
+    STOPPING = "stopping"
+    """The child is being stopped for a reload."""
+    WAITING = "waiting"
+    """No child runs (it exited or could not start); waiting for a change or a trigger."""
+    CLOSED = "closed"
+    """Finished; nothing runs."""
 
     def __str__(self) -> str:
         return self.value

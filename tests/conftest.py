@@ -116,14 +116,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["inotify", "watchfiles"])
+@pytest.fixture(params=["inotify", "native", "poll"])
 def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with each change engine: inotify read from the loop (Linux), and watchfiles'."""
+    """Run a test with each change source: inotify (Linux), watchfiles' engine, the poller."""
     import aioreload._watch
 
-    if request.param == "inotify" and not aioreload._watch.USE_INOTIFY:
+    if request.param == "inotify" and not sys.platform.startswith("linux"):
         pytest.skip("inotify is Linux-only")
-    monkeypatch.setattr(aioreload._watch, "USE_INOTIFY", request.param == "inotify")
+    monkeypatch.setattr(aioreload._watch, "ENGINE", request.param)
     return str(request.param)
 
 

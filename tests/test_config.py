@@ -1,18 +1,20 @@
-"""[tool.aioreload] in pyproject.toml: loading, checking, precedence, and the Python 3.10 reader."""
+"""[tool.aioreload] in pyproject.toml: loading, checking, precedence, and the TOML readers."""
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 from pathlib import Path
 
 import anyio
 import pytest
+import tomli
 from conftest import Lines, Project, child
 from test_cli import cli, restart_after_writing, runtime_dir, seen  # noqa: F401 (runtime_dir: autouse fixture)
 
-from aioreload import ConfigError
-from aioreload._config import load_config, read_table_subset
+from aioreload import ConfigError, _config
+from aioreload._config import load_config
 
 pytestmark = pytest.mark.anyio
 
@@ -23,12 +25,14 @@ dependencies = [
     "anyio",  # a comment
     "[tool.aioreload] in a string is not a header",
 ]
+released = 1979-05-27T07:32:00Z
+authors = [{ name = "someone", email = "x@example.invalid" }]
 
 [ tool . aioreload ]  # spaces are fine
 watch = ["src", 'lib',
-    "conf/settings.toml",  # trailing comma next
+    "conf/*.toml",  # trailing comma next
 ]
-ignore = "*.log"
+ignore = \"\"\"*.log\"\"\"
 stop-timeout = 3
 stop_signal = "SIGTERM"
 debounce = 0.25
@@ -36,10 +40,7 @@ crash-backoff = 1_000
 crash_backoff_max = 1e3
 "restart-on-crash" = true
 poll = false
-ext = ["py", "toml"]
-escaped = "tab\\tquote\\"\\u00e9"
-signed = -0.5
-plus = +1
+ext = ["py", "toml,cfg"]
 
 [tool.other]
 key = '''
@@ -48,40 +49,40 @@ key = '''
 """
 
 
-def test_the_310_reader_agrees_with_tomllib() -> None:
-    assert read_table_subset("[tool.aioreload]") == {}
-    assert read_table_subset('[project]\nname = "x"\n') is None
-    if sys.version_info >= (3, 11):
-        import tomllib
-
-        assert read_table_subset(FULL) == tomllib.loads(FULL)["tool"]["aioreload"]
-    else:
-        pytest.skip("tomllib is needed to compare")
+def test_the_hand_written_310_reader_is_gone() -> None:
+    assert not hasattr(_config, "read_table_subset")
+    assert not hasattr(_config, "_Reader")
 
 
-@pytest.mark.parametrize(
-    ("table", "line", "what"),
-    [
-        ('x = """\nmulti\n"""', 2, "multi-line strings"),
-        ("x = {a = 1}", 2, "unsupported value"),
-        ("a.b = 1", 2, "dotted keys"),
-        ("when = 1979-05-27", 2, "unsupported value"),
-        ('x = [["a"]]', 2, "nested arrays"),
-        ("x 1", 2, "expected '='"),
-        ("x = 1 2", 2, "unexpected text"),
-        ("x = 1\nx = 2", 3, "'x' is defined twice"),
-        ('x = ["a" "b"]', 2, "expected ','"),
-        ("x = [\n  1,\n  {}]", 4, "unsupported value"),
-    ],
-)
-def test_the_310_reader_names_the_line_it_cannot_read(table: str, line: int, what: str) -> None:
-    with pytest.raises(ConfigError, match=rf"^line {line}: {what}.*Python 3\.11\+"):
-        read_table_subset(f"[tool.aioreload]\n{table}\n")
+def test_tomli_is_the_310_reader() -> None:
+    pyproject = tomli.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "tomli>=2; python_version < '3.11'" in pyproject["project"]["dependencies"]
 
 
-def test_the_310_reader_refuses_sub_tables() -> None:
-    with pytest.raises(ConfigError, match="line 3: sub-tables"):
-        read_table_subset('[tool.aioreload]\nwatch = "."\n[tool.aioreload.extra]\n')
+@pytest.mark.parametrize("reader", ["tomllib", "tomli"])
+def test_load_reads_any_toml_with_either_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    if reader == "tomllib" and sys.version_info < (3, 11):
+        pytest.skip("tomllib is Python 3.11+")
+    monkeypatch.setattr(_config, "_toml", lambda: importlib.import_module(reader))
+    (tmp_path / "pyproject.toml").write_text(FULL)
+    settings, _ = load_config(tmp_path)
+    assert settings == {
+        "watch": [str(tmp_path / "src"), str(tmp_path / "lib"), str(tmp_path / "conf" / "*.toml")],
+        "ignore": ["*.log"],
+        "stop_timeout": 3.0,
+        "stop_signal": signal.SIGTERM,
+        "debounce": 0.25,
+        "crash_backoff": 1000.0,
+        "crash_backoff_max": 1000.0,
+        "restart_on_crash": True,
+        "poll": False,
+        "ext": [".py", ".toml", ".cfg"],
+    }
+    (tmp_path / "pyproject.toml").write_text("[tool.aioreload\nwatch = 1\n")
+    with pytest.raises(ConfigError, match=r"^pyproject.toml: invalid TOML: "):
+        load_config(tmp_path)
 
 
 def write(folder: Path, table: str) -> None:
@@ -109,30 +110,56 @@ def test_load_checks_and_converts(tmp_path: Path) -> None:
     [
         ("stop_timout = 3", "unknown key 'stop_timout' (known: "),
         ('stop-timeout = "3"', "stop-timeout must be a number of seconds >= 0, got '3'"),
-        ("debounce = -1", "debounce must be a number of seconds >= 0, got -1"),
+        ("debounce = -1", "debounce must be >= 0 seconds, got -1"),
+        ("debounce = nan", "debounce must be a finite number of seconds >= 0, got nan"),
+        ("debounce = inf", "debounce must be a finite number of seconds >= 0, got inf"),
+        ("stop-timeout = nan", "stop-timeout must be a finite number of seconds >= 0, got nan"),
+        ("crash-backoff = nan", "crash-backoff must be a finite number of seconds >= 0, got nan"),
+        ("crash_backoff_max = -inf", "crash_backoff_max must be a finite number of seconds >= 0"),
+        ("stop-signal = 0", "stop-signal: 0 is not a signal that can stop a program here"),
+        ("stop-signal = 99999", "stop-signal: 99999 is not a signal that can stop a program here"),
+        ('stop-signal = "SIGSTOP"', "is not a signal that can stop a program here"),
+        ('ext = "*.py"', "extension '*.py' cannot match a file suffix"),
+        ('ext = [""]', "extension '' cannot match a file suffix"),
         ("poll = 1", "poll must be true or false, got 1"),
         ("restart_on_crash = true\nrestart-on-crash = true", "'restart-on-crash' is given twice"),
         ("watch = [1]", "watch must be a string or a list of strings, got [1]"),
         ('stop-signal = "SIGNOPE"', "stop-signal: unknown signal 'SIGNOPE'"),
         ("stop-signal = true", "stop-signal must be a signal name or number, got True"),
         ("quiet = true\nverbose = true", "quiet and verbose cannot both be true"),
-        pytest.param(
-            "[tool.aioreload.more]",
-            "unknown key 'more'" if sys.version_info >= (3, 11) else "sub-tables of [tool.aioreload]",
-            id="sub-table",
-        ),
+        ("[tool.aioreload.more]", "unknown key 'more'"),
     ],
 )
 async def test_cli_bad_configuration_is_one_line_exit_2(project: Project, table: str, message: str) -> None:
     write(project.root, table)
-    async with cli(project, "--", "true") as proc:
+    marker = project.root / "started"
+    async with cli(project, "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')") as proc:
         assert await proc.exit_code() == 2
     assert len(proc.stderr) == 1, proc.stderr
     assert proc.stderr[0].startswith("aioreload: error: pyproject.toml: ")
     assert message in proc.stderr[0]
+    assert not marker.exists()  # checked before anything started
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 reads [tool.aioreload] alone")
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('watch = ["missing/*.toml"]', "watch glob"),
+        ('ignore = ["/{outside}"]', "outside every watch root"),
+    ],
+)
+async def test_cli_bad_patterns_in_the_file_are_one_line_exit_2(
+    project: Project, tmp_path: Path, table: str, message: str
+) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    write(project.root, table.replace("/{outside}", str(outside)))
+    async with cli(project, "--", "true") as proc:
+        assert await proc.exit_code() == 2
+    assert len(proc.stderr) == 1, proc.stderr
+    assert message in proc.stderr[0]
+
+
 async def test_cli_invalid_toml_is_one_line_exit_2(project: Project) -> None:
     (project.root / "pyproject.toml").write_text("[tool.aioreload\nwatch = 1\n")
     async with cli(project, "--", "true") as proc:
@@ -152,7 +179,7 @@ async def test_cli_reads_the_file_and_flags_win(project: Project, lines: Lines) 
     async with cli(project, "-v", "--", "true") as proc:
         settings = await proc.status("settings (")
     assert f"{project.root / 'pyproject.toml'} and flags" in settings
-    for word in (f"watch={project.root / 'src'}", "ignore=*.log", "ext=py", "stop-timeout=3", "quiet=off"):
+    for word in (f"watch={project.root / 'src'}", "ignore=*.log", "ext=.py", "stop-timeout=3", "quiet=off"):
         assert f" {word} " in settings
     for word in ("restart-on-crash=on", "gitignore=off", "crash-backoff=2", "stop-signal=SIGTERM"):
         assert f" {word} " in settings
@@ -162,7 +189,7 @@ async def test_cli_reads_the_file_and_flags_win(project: Project, lines: Lines) 
     for word in ("watch=other", "stop-timeout=7", "restart-on-crash=off", "gitignore=on"):
         assert f" {word} " in settings
     assert " stop-signal=SIGINT " in settings
-    assert " ext=txt " in settings
+    assert " ext=.txt " in settings
     assert " ignore=*.log " in settings  # not given on the command line: the file's
 
 

@@ -180,9 +180,11 @@ def test_agrees_with_git_check_ignore(tmp_path: Path) -> None:
         "nested/only-here/x",
         "[x",
         "zw",
+        "q/z",
+        "qaz",
     ]
     nested = "!a.log\n*.tmp\n!deep/*.tmp\nonly-here/\n"
-    odd = "[[]x\n[z-a]w\n"
+    odd = "[[]x\n[z-a]w\n/q[!x]z\n"
     tree(tmp_path, {".gitignore": rules + odd, "nested/.gitignore": nested, **{name: "" for name in names}})
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     result = subprocess.run(
@@ -190,3 +192,57 @@ def test_agrees_with_git_check_ignore(tmp_path: Path) -> None:
     )
     by_git = result.stdout.split()
     assert ignored(tmp_path, *names) == by_git
+
+
+def test_no_wildcard_matches_a_slash(tmp_path: Path) -> None:
+    # git's wildcards never match "/", ranges included: "[!x]" is not "any character but x".
+    tree(tmp_path, {".gitignore": "/a[!x]c\n/d[/]e\n/f?g\n"})
+    assert ignored(tmp_path, "a/c", "abc", "d/e", "f/g", "fzg") == ["abc", "fzg"]
+
+
+MATCHER_RULES = [
+    "*.log\nbuild/\n/top\ndocs/*.html\n**/cache\nsub/**/deep\nx/**\n[!a]y\n",
+    "*.log\n!keep.log\nbuild/\n!build/x\n/top\n!top/inner\nout/\n!out/\n",
+    "*\n!*/\n!*.py\n",
+]
+MATCHER_PATHS = [
+    "a.log",
+    "d/a.log",
+    "keep.log",
+    "d/keep.log",
+    "build",
+    "build/x",
+    "d/build/y",
+    "top",
+    "top/inner",
+    "d/top",
+    "docs/a.html",
+    "d/docs/a.html",
+    "cache/z",
+    "d/e/cache",
+    "sub/deep",
+    "sub/a/b/deep",
+    "x/y",
+    "x",
+    "by",
+    "ay",
+    "out",
+    "out/z",
+    "d/file.py",
+    "d/file.txt",
+    "plain.py",
+]
+
+
+@pytest.mark.parametrize("rules", MATCHER_RULES)
+def test_the_compiled_matcher_agrees_with_the_file_matcher(tmp_path: Path, rules: str) -> None:
+    folders = {"build", "d/build", "top", "out", "d", "d/e", "sub", "sub/a", "sub/a/b", "x", "docs", "d/docs"}
+    for name in MATCHER_PATHS:
+        path = tmp_path / name
+        if name in folders:
+            path.mkdir(parents=True, exist_ok=True)
+    tree(tmp_path, {".gitignore": rules})
+    matcher = _gitignore.Matcher(_gitignore.parse(rules))
+    by_file = ignored(tmp_path, *MATCHER_PATHS)
+    compiled = [name for name in MATCHER_PATHS if matcher(name, (tmp_path / name).is_dir)]
+    assert compiled == by_file

@@ -159,12 +159,12 @@ async def test_exhausted_watches_fall_back_to_polling(
             await hog.stdin.aclose()
 
 
-def test_unreadable_folders_are_skipped_with_a_warning(
+async def test_unreadable_folders_are_skipped_with_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Logic only: the suite runs as root, for whom no folder is unreadable, so scandir is faked."""
+    """The suite runs as root, for whom no folder is unreadable, so scandir is faked."""
     from aioreload._filter import PathFilter
-    from aioreload._watch import Watcher
+    from aioreload._poll import PollSource
 
     (tmp_path / "ok" / "deeper").mkdir(parents=True)
     (tmp_path / "secret" / "inside").mkdir(parents=True)
@@ -176,10 +176,14 @@ def test_unreadable_folders_are_skipped_with_a_warning(
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    watcher = Watcher([tmp_path], path_filter=PathFilter(roots=[tmp_path]), debounce=0.05, debounce_max=1)
+    source = PollSource([str(tmp_path)], PathFilter(roots=[tmp_path]))
     with caplog.at_level("WARNING", logger="aioreload"):
-        found = watcher._scan([str(tmp_path)])
-    assert found == {str(tmp_path), str(tmp_path / "ok"), str(tmp_path / "ok" / "deeper")}
+        async with anyio.create_task_group() as tg:
+            await tg.start(lambda task_status: source.run(lambda paths: None, task_status=task_status))
+            found = set(source.watched_folders())
+            tg.cancel_scope.cancel()
+    assert {str(tmp_path), str(tmp_path / "ok"), str(tmp_path / "ok" / "deeper")} <= found
+    assert str(tmp_path / "secret" / "inside") not in found  # never entered
     assert "permission denied" in caplog.text
 
 

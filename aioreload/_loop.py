@@ -1,0 +1,325 @@
+"""The reload loop: take a request, drain what else is pending, ask, stop, spawn.
+
+Everything that may lead to a reload is a producer on one :class:`RequestStream` (file
+changes, triggers from any thread, the child's messages, crash restarts, child exits); this
+loop is its only consumer, so there is exactly one place where children are stopped and
+started. A reload, step by step:
+
+1. take the first request and drain everything pending with it;
+2. with a ``before_reload`` hook, wait for the burst of changes to settle and ask the hook;
+   without one, go on at once: the old child's stop then overlaps the debounce;
+3. stop the old child (signal, timeout, SIGKILL of the group);
+4. wait until the watcher has settled (quiet period over, no scan running), drain again:
+   whatever arrived while the old child was stopping joins this reload;
+5. spawn the new child and settle every ticket gathered.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, final
+
+import anyio
+import anyio.abc
+
+from ._backoff import Backoff
+from ._bus import EventBus
+from ._childproc import ChildProcess
+from ._process import Guardian, signal_name
+from ._requests import BeforeReload, Kind, ReloadRequest, Request, RequestStream, Ticket
+from ._types import EventKind, ReloadReason, SpawnError, SupervisorEvent, SupervisorState
+from ._watch import Watcher
+
+__all__ = ["LoopConfig", "ReloadLoop"]
+
+logger = logging.getLogger(__name__)
+
+
+@final
+@dataclass(frozen=True)
+class LoopConfig:
+    """What the loop needs to know to start and stop children (validated by the Supervisor)."""
+
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str | None
+    stop_signal: int
+    stop_timeout: float
+    before_reload: BeforeReload | None
+    watch_imports: bool
+    restart_on_crash: bool
+    crash_backoff: float
+    crash_backoff_max: float
+
+
+@dataclass
+class _Batch:
+    """The requests one reload answers."""
+
+    reason: ReloadReason | None = None
+    changes: set[str] = field(default_factory=set)
+    tickets: list[Ticket] = field(default_factory=list)
+
+    def settle(self, started: ChildProcess | None) -> None:
+        for ticket in self.tickets:
+            ticket.settle(started)
+        self.tickets.clear()
+
+
+@final
+class ReloadLoop:
+    """Owns the children of one supervisor and the loop that replaces them."""
+
+    def __init__(self, config: LoopConfig, watcher: Watcher | None, requests: RequestStream, bus: EventBus):
+        self.config = config
+        self.watcher = watcher
+        self.requests = requests
+        self.bus = bus
+        self.state = SupervisorState.NEW
+        self.current: ChildProcess | None = None
+        self.generation = 0
+        self.last_returncode: int | None = None
+        self._backoff = Backoff(config.crash_backoff, config.crash_backoff_max)
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._guardian: Guardian | None = None
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> int:
+        """Arm the watches, start the first child, report started, then reload until finished.
+
+        Returns the exit code of a program that finished for good; cancelling stops the child.
+        """
+        self.state = SupervisorState.STARTING
+        self._guardian = await Guardian.start(self.config.stop_signal)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if self.watcher is not None:
+                    await tg.start(self.watcher.run)  # armed before the first child exists
+                self.current = await self._spawn(ReloadReason.FIRST_START, ())
+                task_status.started()
+                try:
+                    code = await self._consume()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._stop_current()
+                tg.cancel_scope.cancel()
+            return code
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._stop_current()  # in case the task group itself failed
+                await self._guardian.aclose()
+            self.state = SupervisorState.CLOSED
+
+    # -- consuming requests ------------------------------------------------------------------
+
+    async def _consume(self) -> int:
+        while True:
+            batch = _Batch()
+            final = self._absorb(batch, [await self.requests.take(), *self.requests.drain()])
+            if final is None and batch.reason is not None:
+                final = await self._reload(batch)
+            if final is not None:
+                batch.settle(None)
+                return final
+
+    def _absorb(self, batch: _Batch, requests: Iterable[Request]) -> int | None:
+        """Fold ``requests`` into ``batch``; the exit code when the program finished for good."""
+        for request in requests:
+            origin = request.origin
+            if request.kind is Kind.EXITED:
+                assert origin is not None
+                final = self._exited(origin)
+                if final is not None:
+                    return final
+                continue
+            if origin is not None and (origin is not self.current or origin.stopping):
+                if request.ticket is not None:  # a stale child's trigger or crash timer
+                    request.ticket.settle(None)
+                continue
+            if batch.reason is None:
+                batch.reason = request.reason
+            batch.changes |= request.changes
+            if request.ticket is not None:
+                batch.tickets.append(request.ticket)
+        return None
+
+    def _exited(self, child: ChildProcess) -> int | None:
+        """A child's exit came in: report it unless we stopped it; the code if it finished."""
+        if child is not self.current or child.stopping:
+            return None
+        code = child.returncode
+        self.last_returncode = code
+        self.state = SupervisorState.WAITING
+        finished = child.final_code is not None
+        self._emit(EventKind.EXITED, child, returncode=code, message="finished" if finished else "")
+        if child.final_code is not None:
+            return child.final_code
+        if self.config.restart_on_crash and code != 0:
+            delay = self._backoff.next(lived=time.monotonic() - child.started)
+            logger.info("child crashed; restarting in %.1fs", delay)
+            assert self._tg is not None
+            self._tg.start_soon(self._restart_later, child, delay)
+        return None
+
+    async def _restart_later(self, child: ChildProcess, delay: float) -> None:
+        await anyio.sleep(delay)
+        self.requests.put(Request(Kind.RELOAD, ReloadReason.CRASH, origin=child))
+
+    async def _reload(self, batch: _Batch) -> int | None:
+        """Replace the current child; the exit code instead when its program finished meanwhile."""
+        assert batch.reason is not None
+        hook = self.config.before_reload
+        if hook is not None:
+            final = await self._settle(batch)
+            if final is not None:
+                return final
+            if not await self._approve(hook, batch):
+                self._emit(EventKind.SKIPPED, None, reason=batch.reason, changes=sorted(batch.changes))
+                batch.settle(None)
+                return None
+        final = await self._stop_current()  # without a hook this overlaps the debounce
+        if final is not None:
+            return final
+        if hook is None:
+            final = await self._settle(batch)
+            if final is not None:
+                return final
+        try:
+            self.current = await self._spawn(batch.reason, sorted(batch.changes))
+        except SpawnError as exc:
+            self.current = None
+            self.state = SupervisorState.WAITING
+            self._emit(EventKind.SPAWN_FAILED, None, reason=batch.reason, message=str(exc))
+            batch.settle(None)
+            return None
+        batch.settle(self.current)
+        return None
+
+    async def _settle(self, batch: _Batch) -> int | None:
+        """Wait for the burst to end, then gather every request that arrived meanwhile."""
+        if self.watcher is not None:
+            await self.watcher.settled()
+        final = self._absorb(batch, self.requests.drain())
+        if final is None and batch.changes:
+            self._emit(EventKind.CHANGED, None, changes=sorted(batch.changes))
+        return final
+
+    async def _approve(self, hook: BeforeReload, batch: _Batch) -> bool:
+        assert batch.reason is not None
+        request = ReloadRequest(batch.reason, tuple(sorted(batch.changes)))
+        try:
+            result: Any = hook(request)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            logger.exception("before_reload hook failed; reloading anyway")
+            return True
+        return result is not False
+
+    # -- children ----------------------------------------------------------------------------
+
+    async def _spawn(self, reason: ReloadReason, changes: Sequence[str]) -> ChildProcess:
+        assert self._guardian is not None
+        assert self._tg is not None
+        self.state = SupervisorState.STARTING
+        self.generation += 1
+        config = self.config
+        child = await ChildProcess.spawn(
+            config.command,
+            env=config.env,
+            cwd=config.cwd,
+            stop_signal=config.stop_signal,
+            generation=self.generation,
+            reason=reason,
+            changes=changes,
+            track_imports=config.watch_imports,
+            guardian=self._guardian,
+        )
+        self._tg.start_soon(child.follow, self.requests, self._on_message)
+        self.state = SupervisorState.RUNNING
+        logger.info("started %s [pid %d] (%s)", " ".join(config.command), child.pid, reason.value)
+        elapsed = time.monotonic() - child.started
+        self._emit(EventKind.STARTED, child, reason=reason, changes=changes, elapsed=elapsed)
+        return child
+
+    def _on_message(self, child: ChildProcess, op: str, message: Mapping[str, Any]) -> None:
+        if op == "reload":
+            self.requests.put(Request(Kind.RELOAD, ReloadReason.TRIGGER, origin=child))
+        elif op == "ready":
+            self._emit(EventKind.READY, child, elapsed=time.monotonic() - child.started)
+        elif op == "files" and self.watcher is not None and self.config.watch_imports:
+            files = message.get("files")
+            if isinstance(files, dict):
+                self.watcher.watch_files(
+                    {path: mtime for path, mtime in files.items() if isinstance(mtime, int)}
+                )
+
+    async def _stop_current(self) -> int | None:
+        """Stop the current child if it runs (again, if an earlier stop was cancelled).
+
+        Returns its program's exit code when it said it finished for good before the stop
+        reached it (``aioreload.run``: a program that wrote a watched file, then returned).
+        """
+        child = self.current
+        if child is None or not child.alive:
+            return None
+        self.state = SupervisorState.STOPPING
+        signame = signal_name(self.config.stop_signal)
+        self._emit(EventKind.STOPPING, child, message=signame)
+        began = time.monotonic()
+        code, killed = await child.stop(self.config.stop_signal, self.config.stop_timeout)
+        assert self._guardian is not None
+        await self._guardian.watch(0)
+        self.last_returncode = code
+        self.state = SupervisorState.WAITING
+        if killed:
+            logger.warning(
+                "child [pid %d] ignored %s for %.1fs; killed", child.pid, signame, self.config.stop_timeout
+            )
+        elapsed = time.monotonic() - began
+        self._emit(EventKind.STOPPED, child, returncode=code, elapsed=elapsed, killed=killed)
+        await child.exited.wait()  # its follower has read what it said before exiting
+        if child.final_code is not None:
+            self._emit(EventKind.EXITED, child, returncode=code, message="finished")
+            return child.final_code
+        return None
+
+    @property
+    def guardian_pid(self) -> int | None:
+        """The watchdog's process id, while it runs."""
+        return None if self._guardian is None else self._guardian.pid
+
+    def kill(self) -> None:
+        """Kill the current child's process group now."""
+        if self.current is not None and self.current.alive:
+            self.current.kill()
+
+    def _emit(
+        self,
+        kind: EventKind,
+        child: ChildProcess | None,
+        *,
+        reason: ReloadReason | None = None,
+        changes: Sequence[str] = (),
+        returncode: int | None = None,
+        elapsed: float | None = None,
+        killed: bool = False,
+        message: str = "",
+    ) -> None:
+        self.bus.emit(
+            SupervisorEvent(
+                kind,
+                child.generation if child is not None else self.generation,
+                pid=child.pid if child is not None else None,
+                reason=reason,
+                changes=tuple(changes),
+                returncode=returncode,
+                elapsed=elapsed,
+                killed=killed,
+                message=message,
+            )
+        )
