@@ -261,6 +261,10 @@ class ChildProcess:
         self.stopping = True
         return await self._process.stop(signum, timeout)
 
+    async def clean_up(self, signum: int, timeout: float) -> None:
+        """After it exited by itself: stop what it left running in its process group."""
+        await self._process.stop(signum, timeout)
+
     def kill(self) -> None:
         """Kill its whole process group now."""
         self._process.kill()

@@ -158,10 +158,11 @@ class ReloadLoop:
         self._emit(EventKind.EXITED, child, returncode=code, message="finished" if finished else "")
         if child.final_code is not None:
             return child.final_code
+        assert self._tg is not None
+        self._tg.start_soon(child.clean_up, self.config.stop_signal, self.config.stop_timeout)
         if self.config.restart_on_crash and code != 0:
             delay = self._backoff.next(lived=time.monotonic() - child.started)
             logger.info("child crashed; restarting in %.1fs", delay)
-            assert self._tg is not None
             self._tg.start_soon(self._restart_later, child, delay)
         return None
 
@@ -265,7 +266,10 @@ class ReloadLoop:
         reached it (``aioreload.run``: a program that wrote a watched file, then returned).
         """
         child = self.current
-        if child is None or not child.alive:
+        if child is None:
+            return None
+        if not child.alive:  # it exited by itself: what it left in its group goes too
+            await child.clean_up(self.config.stop_signal, self.config.stop_timeout)
             return None
         self.state = SupervisorState.STOPPING
         signame = signal_name(self.config.stop_signal)
@@ -276,10 +280,6 @@ class ReloadLoop:
         await self._guardian.watch(0)
         self.last_returncode = code
         self.state = SupervisorState.WAITING
-        if killed:
-            logger.warning(
-                "child [pid %d] ignored %s for %.1fs; killed", child.pid, signame, self.config.stop_timeout
-            )
         elapsed = time.monotonic() - began
         self._emit(EventKind.STOPPED, child, returncode=code, elapsed=elapsed, killed=killed)
         await child.exited.wait()  # its follower has read what it said before exiting
