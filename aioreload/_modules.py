@@ -79,14 +79,12 @@ class _Reporter:
                 if not path or path in self._seen:
                     continue
                 self._seen.add(path)
-                real = os.path.realpath(path)
-                if not self._wanted(real):
+                real = _container(os.path.realpath(path))
+                if real is None or not self._wanted(real) or real in fresh:
                     continue
                 try:
                     status = os.stat(real)
                 except OSError:
-                    continue
-                if not stat.S_ISREG(status.st_mode):
                     continue
                 mtime = status.st_mtime_ns
                 if loaded_before_ns is not None and mtime >= loaded_before_ns:
@@ -95,6 +93,23 @@ class _Reporter:
         if fresh:
             with contextlib.suppress(OSError):  # the supervisor is gone; keep running
                 self._channel.send("files", files=fresh)
+
+
+def _container(path: str) -> str | None:
+    """The regular file that holds ``path``: itself, or a zip archive it lives in.
+
+    A module imported from a zip archive has an origin such as ``lib.zip/pkg/mod.py``; the
+    file to watch is the archive (as Django's autoreloader does).
+    """
+    candidate = path
+    while candidate and candidate != os.path.dirname(candidate):
+        try:
+            status = os.stat(candidate)
+        except OSError:
+            candidate = os.path.dirname(candidate)
+            continue
+        return candidate if stat.S_ISREG(status.st_mode) else None
+    return None
 
 
 def _module_file(module: ModuleType) -> str | None:

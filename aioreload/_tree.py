@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, final
+from typing import final
 
 import anyio
 import anyio.abc
@@ -51,180 +50,17 @@ from ._inotify import (
     Inotify,
     RawEvent,
 )
-from ._poll import Busy, Key, Warnings, folder_key, walk
+from ._poll import folder_key
+from ._scans import Job, Scans, folder_link
 from ._sources import Emit, WatchLimitError
+from ._wdtable import WatchTable
 
-__all__ = ["MOVE_WAIT", "ROOT_RECHECK", "FolderTree"]
+__all__ = ["MOVE_WAIT", "FolderTree"]
 
 logger = logging.getLogger(__name__)
 
 MOVE_WAIT = 0.05
 """Seconds an unmatched ``IN_MOVED_FROM`` of a folder waits for its ``IN_MOVED_TO``."""
-ROOT_RECHECK = 0.25
-"""How often a missing root is looked for."""
-
-
-@final
-class _Watches:
-    """The watch descriptor <-> path tables, shared by the loop and the scan thread.
-
-    Tree watches map one path per descriptor (``path_of``/``wd_of``; ``_kids`` lists the
-    watched folders directly below a path, for moving or dropping a subtree at once). File
-    watches (folders of individually watched files, :meth:`arm_files_folder`) are kept apart: a
-    descriptor can be both, and is removed from the kernel only when neither needs it.
-    """
-
-    def __init__(self, ino: Inotify) -> None:
-        self.lock = threading.Lock()
-        self._ino = ino
-        self.path_of: dict[int, str] = {}
-        self.wd_of: dict[str, int] = {}
-        self._keys: dict[int, Key] = {}
-        self._kids: dict[str, set[str]] = {}
-        self.dirs_of: dict[int, tuple[str, ...]] = {}
-        self._file_wd: dict[str, int] = {}
-
-    def count(self) -> int:
-        """How many descriptors are held."""
-        with self.lock:
-            return len(self.path_of.keys() | self.dirs_of.keys())
-
-    def folders(self) -> list[str]:
-        """Every watched folder's path, sorted."""
-        with self.lock:
-            return sorted(self.wd_of.keys() | self._file_wd.keys())
-
-    def lookup(self, wd: int) -> tuple[str | None, tuple[str, ...]]:
-        """The tree path of ``wd`` and the file folders it serves."""
-        folder, dirs = self.path_of.get(wd), self.dirs_of.get(wd, ())
-        if folder is None and not dirs:
-            # The scan thread may have armed it and not recorded it yet: it does both under the
-            # lock, so once we hold the lock the record is there.
-            with self.lock:
-                folder, dirs = self.path_of.get(wd), self.dirs_of.get(wd, ())
-        return folder, dirs
-
-    def key_of(self, path: str) -> Key | None:
-        """The identity recorded for the watched folder ``path``."""
-        with self.lock:
-            wd = self.wd_of.get(path)
-            return None if wd is None else self._keys[wd]
-
-    def arm(self, path: str, key: Key) -> tuple[int, bool]:
-        """Watch the tree folder ``path``; its descriptor, and whether to list it.
-
-        A folder already watched under another path that still leads to it was reached through
-        a symlink: keep the first path and do not list it again. If the other path no longer
-        leads to it, it moved while we were not told (an overflow): re-key it here.
-        """
-        with self.lock:
-            wd = self._ino.add(path)
-            if wd < 0:
-                return wd, False
-            known = self.path_of.get(wd)
-            if known is not None and known != path:
-                if folder_key(known) == self._keys[wd]:
-                    return wd, False
-                self._move(known, path)
-            self._record(wd, path, key)
-            return wd, True
-
-    def arm_files_folder(self, folder: str) -> int:
-        """Watch ``folder`` for individually watched files; its descriptor or -1."""
-        with self.lock:
-            wd = self._file_wd.get(folder)
-            if wd is None:
-                wd = self._ino.add(folder)
-                if wd >= 0:
-                    self._file_wd[folder] = wd
-                    self.dirs_of[wd] = (*self.dirs_of.get(wd, ()), folder)
-            return wd
-
-    def forget(self, wd: int) -> tuple[str | None, tuple[str, ...]]:
-        """The kernel dropped ``wd`` (``IN_IGNORED``): forget it and what was below it."""
-        with self.lock:
-            folder = self.path_of.get(wd)
-            dirs = self.dirs_of.pop(wd, ())
-            for path in dirs:
-                self._file_wd.pop(path, None)
-            if folder is not None:
-                self._drop(folder, dead=wd)
-        return folder, dirs
-
-    def drop(self, path: str) -> None:
-        """Stop watching the tree folder ``path`` and every watched folder below it."""
-        with self.lock:
-            self._drop(path, dead=-1)
-
-    def move(self, old: str, new: str) -> bool:
-        """Re-key the subtree at ``old`` to ``new``; False when ``old`` was not watched."""
-        with self.lock:
-            if old not in self.wd_of:
-                return False
-            self._move(old, new)
-            return True
-
-    def unseen(self, seen: set[int]) -> list[tuple[str, Key]]:
-        """The tree folders (path, identity) whose descriptor is not in ``seen``."""
-        with self.lock:
-            return [(path, self._keys[wd]) for wd, path in self.path_of.items() if wd not in seen]
-
-    def _subtree(self, path: str) -> list[str]:
-        found, stack = [], [path]
-        while stack:
-            here = stack.pop()
-            if here in self.wd_of:
-                found.append(here)
-            stack.extend(self._kids.get(here, ()))
-        return found
-
-    def _drop(self, path: str, dead: int) -> None:
-        for here in self._subtree(path):
-            wd = self._unrecord(here)
-            if wd != dead and wd not in self.dirs_of:
-                self._ino.discard(wd)
-
-    def _move(self, old: str, new: str) -> None:
-        moved = [(path, self.wd_of[path]) for path in self._subtree(old)]
-        keys = {wd: self._keys[wd] for _, wd in moved}
-        for path, _ in moved:
-            self._unrecord(path)
-        for path, wd in moved:
-            self._record(wd, new + path[len(old) :], keys[wd])
-
-    def _record(self, wd: int, path: str, key: Key) -> None:
-        stale = self.wd_of.get(path)
-        if stale is not None and stale != wd:  # the path leads to another folder now
-            self._unrecord(path)
-            if stale not in self.dirs_of:
-                self._ino.discard(stale)
-        previous = self.path_of.get(wd)
-        if previous is not None and previous != path:
-            self._unrecord(previous)
-        self.path_of[wd] = path
-        self.wd_of[path] = wd
-        self._keys[wd] = key
-        parent = os.path.dirname(path)
-        kids = self._kids.get(parent)
-        if kids is None:
-            kids = self._kids[parent] = set()
-        kids.add(path)
-
-    def _unrecord(self, path: str) -> int:
-        wd = self.wd_of.pop(path)
-        del self.path_of[wd], self._keys[wd]
-        parent = os.path.dirname(path)
-        siblings = self._kids.get(parent)
-        if siblings is not None:
-            siblings.discard(path)
-            if not siblings:
-                del self._kids[parent]
-        return wd
-
-
-class _Job(NamedTuple):
-    kind: str  # "new": scan, report its files; "verify": scan quietly; "rescan"; "root": it is back
-    path: str = ""
 
 
 @dataclass
@@ -235,215 +71,6 @@ class _Move:
     deadline: float
     link: bool
     reads: int = 0
-
-
-@final
-class _Scans:
-    """Scans, rescans, returned roots and added files: queued, run a batch at a time in a thread.
-
-    One batch at a time keeps a single scan thread beside the loop; a burst of new folders (an
-    unpacked archive) becomes one walk.
-    """
-
-    def __init__(
-        self, path_filter: PathFilter, files: set[str], remember: Callable[[Mapping[str, int]], None]
-    ) -> None:
-        self._filter = path_filter
-        self._files = files
-        self._remember = remember
-        self.busy = Busy()
-        self.stop = threading.Event()
-        self.failure: WatchLimitError | None = None
-        self.folder_roots: set[str] = set()
-        self.file_roots: set[str] = set()
-        self._warn = Warnings(logger)
-        self._watches: _Watches | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._emit: Emit | None = None
-        self._armed = False
-        self._jobs: list[_Job] = []
-        self._new_files: dict[str, int] = {}
-        self._working = False
-        self._missing: set[str] = set()
-
-    async def first(
-        self, watches: _Watches, roots: Sequence[str], tg: anyio.abc.TaskGroup, emit: Emit
-    ) -> bool:
-        """The first scan; later work runs in ``tg``. False if it failed or was stopped."""
-        self._watches, self._tg, self._emit = watches, tg, emit
-        self._armed = False
-        self.busy.enter()
-        try:
-            await anyio.to_thread.run_sync(self._first, roots)
-        except WatchLimitError as exc:
-            self._fail(exc)
-            return False
-        finally:
-            self.busy.leave()
-        if self.stop.is_set():
-            return False
-        self._armed = True
-        for root in roots:
-            if root not in self.folder_roots and root not in self.file_roots:
-                self.recover(root)
-        self._kick()
-        return True
-
-    def _first(self, roots: Sequence[str]) -> None:
-        folders = [root for root in roots if os.path.isdir(root)]
-        files = [root for root in roots if root not in folders and os.path.exists(root)]
-        self.folder_roots.update(folders)  # before scanning: a root may vanish meanwhile
-        self.file_roots.update(files)
-        self._files.update(files)
-        self._scan(folders, report=False)
-        self._add_files(dict.fromkeys(files, -1))
-
-    def add(self, job: _Job) -> None:
-        """Queue a job."""
-        self._jobs.append(job)
-        self._kick()
-
-    def add_files(self, files: Mapping[str, int]) -> None:
-        """Queue files to watch and check (see :meth:`FolderTree.watch_files`)."""
-        self._new_files.update(files)
-        self._kick()
-
-    def _fail(self, exc: WatchLimitError) -> None:
-        if self.failure is None:
-            self.failure = exc
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-
-    def _kick(self) -> None:
-        if self._working or not self._armed or self.stop.is_set() or not (self._jobs or self._new_files):
-            return
-        assert self._tg is not None
-        self._working = True
-        self.busy.enter()
-        self._tg.start_soon(self._work)
-
-    async def _work(self) -> None:
-        try:
-            while (self._jobs or self._new_files) and not self.stop.is_set():
-                jobs, self._jobs = self._jobs, []
-                files, self._new_files = self._new_files, {}
-                changed, mtimes = await anyio.to_thread.run_sync(self._run, jobs, files)
-                if self.stop.is_set():
-                    return
-                if any(job.kind == "rescan" for job in jobs):
-                    changed |= {*self.folder_roots, *self.file_roots, *self._files}
-                self._remember(mtimes)
-                if changed and self._emit is not None:
-                    self._emit(frozenset(changed))
-        except WatchLimitError as exc:
-            self._fail(exc)
-        finally:
-            self._working = False
-            self.busy.leave()
-
-    def _run(self, jobs: list[_Job], files: dict[str, int]) -> tuple[set[str], dict[str, int]]:
-        if any(job.kind == "rescan" for job in jobs):
-            self._prune(self._scan(sorted(self.folder_roots), report=False)[0])
-        changed = self._scan([job.path for job in jobs if job.kind == "new"], report=True)[1]
-        self._scan([job.path for job in jobs if job.kind == "verify"], report=False)
-        for root in (job.path for job in jobs if job.kind == "root"):
-            if os.path.isdir(root):
-                self.folder_roots.add(root)
-                changed |= self._scan([root], report=True)[1]
-            else:
-                self.file_roots.add(root)
-                self._files.add(root)
-                files.setdefault(root, -1)
-            changed.add(root)
-        stale, mtimes = self._add_files(files) if files else (set(), {})
-        return changed | stale, mtimes
-
-    def _scan(self, tops: Iterable[str], *, report: bool) -> tuple[set[int], set[str]]:
-        """Arm every folder under ``tops``, each before it is listed (in the thread).
-
-        Returns:
-            The descriptors armed, and (with ``report``) the files found that the filter keeps.
-        """
-        armed: set[int] = set()
-        files: set[str] = set()
-
-        def enter(folder: str, key: Key) -> bool:
-            wd, fresh = self._arm(folder, key)
-            if wd >= 0:
-                armed.add(wd)
-            return fresh
-
-        def found(entry: os.DirEntry[str]) -> None:
-            files.add(entry.path)
-
-        walk(tops, self._filter, enter, on_file=found if report else None, stop=self.stop, warn=self._warn)
-        return armed, files
-
-    def _arm(self, folder: str, key: Key) -> tuple[int, bool]:
-        assert self._watches is not None
-        try:
-            return self._watches.arm(folder, key)
-        except WatchLimitError:
-            raise
-        except OSError as exc:
-            reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror
-            self._warn(folder, f"cannot read {folder} ({reason}); not watching it")
-            return -1, False
-
-    def _prune(self, armed: set[int]) -> None:
-        """Drop the watches a full scan did not reach whose path no longer leads to them."""
-        assert self._watches is not None
-        for path, key in self._watches.unseen(armed):
-            if folder_key(path) != key:
-                self._watches.drop(path)
-
-    def _add_files(self, files: Mapping[str, int]) -> tuple[set[str], dict[str, int]]:
-        """Arm the folders of ``files``, then compare each with the modification time given.
-
-        Returns:
-            The files changed (or gone) since, and the modification time of each one read.
-        """
-        assert self._watches is not None
-        for folder in sorted({os.path.dirname(path) for path in files}):
-            try:
-                self._watches.arm_files_folder(folder)
-            except WatchLimitError:
-                raise
-            except OSError as exc:
-                self._warn(folder, f"cannot watch {folder} ({exc.strerror}); not watching it")
-        changed: set[str] = set()
-        mtimes: dict[str, int] = {}
-        for path, loaded in files.items():
-            try:
-                mtime = os.stat(path).st_mtime_ns
-            except OSError:
-                changed.add(path)  # gone or unreadable: the child's copy is stale
-                continue
-            mtimes[path] = mtime
-            if loaded < 0 or mtime != loaded:
-                changed.add(path)
-        return changed, mtimes
-
-    def recover(self, root: str) -> None:
-        """Look for a missing root until it is back, then scan it and report it."""
-        if root not in self._missing and self._tg is not None and not self.stop.is_set():
-            self._missing.add(root)
-            self._tg.start_soon(self._await_root, root)
-
-    async def _await_root(self, root: str) -> None:
-        try:
-            # Nothing tells us when a root comes back (its parent is not watched): poll for it.
-            while not await anyio.to_thread.run_sync(os.path.exists, root):
-                self._warn(root, f"watch path {root} disappeared; waiting for it to come back")
-                await anyio.sleep(ROOT_RECHECK)
-        finally:
-            self._missing.discard(root)
-        self._warn.forget(root)
-        self.add(_Job("root", root))
-
-
-def _folder_link(path: str) -> bool:
-    return os.path.islink(path) and os.path.isdir(path)
 
 
 @final
@@ -464,9 +91,9 @@ class FolderTree:
         self._filter = path_filter
         self.files: set[str] = set()
         """Individually watched files (imported modules, file roots): they count anywhere."""
-        self._scans = _Scans(path_filter, self.files, remember)
+        self._scans = Scans(path_filter, self.files, remember)
         self.busy = self._scans.busy
-        self._watches: _Watches | None = None
+        self._watches: WatchTable | None = None
         self._moves: dict[int, _Move] = {}
         self._held: list[RawEvent] = []
 
@@ -501,7 +128,7 @@ class FolderTree:
             False when the OS refused a watch (:attr:`failure` is set and ``tg`` cancelled), or
             when closed meanwhile.
         """
-        self._watches = _Watches(ino)
+        self._watches = WatchTable(ino)
         self._moves.clear()
         self._held.clear()
         self._scans.stop.clear()
@@ -547,7 +174,7 @@ class FolderTree:
         if mask & IN_Q_OVERFLOW:
             self._moves.clear()
             self._held.clear()
-            self._scans.add(_Job("rescan"))
+            self._scans.add(Job("rescan"))
             return
         if mask & IN_IGNORED:
             self._lost(event.wd)
@@ -578,9 +205,9 @@ class FolderTree:
         if mask & IN_MOVED_FROM and is_dir:
             deadline = anyio.current_time() + MOVE_WAIT
             self._moves[event.cookie] = _Move(path, deadline, link=not mask & IN_ISDIR)
-        elif mask & (IN_CREATE | IN_MOVED_TO) and (is_dir or _folder_link(path)):
+        elif mask & (IN_CREATE | IN_MOVED_TO) and (is_dir or folder_link(path)):
             if not self._filter.skip_folder(path):
-                self._scans.add(_Job("new", path))  # its files are reported by the scan
+                self._scans.add(Job("new", path))  # its files are reported by the scan
         elif mask & IN_DELETE and is_dir:
             self._drop(path, link=not mask & IN_ISDIR)
         elif not mask & IN_ISDIR:
@@ -603,16 +230,16 @@ class FolderTree:
         if self._filter.skip_folder(new):
             self._drop(old)
         elif not self._watches.move(old, new):
-            self._scans.add(_Job("new", new))  # it was not watched (an ignored name before)
+            self._scans.add(Job("new", new))  # it was not watched (an ignored name before)
         elif self.busy.active:
-            self._scans.add(_Job("verify", new))  # a running scan may have missed folders in it
+            self._scans.add(Job("verify", new))  # a running scan may have missed folders in it
 
     def _drop(self, path: str, *, link: bool = False) -> None:
         assert self._watches is not None
         self._watches.drop(path)
         if link:  # the folder may also be reachable by a path we did not record: look again
             for root in sorted(self._scans.folder_roots):
-                self._scans.add(_Job("verify", root))
+                self._scans.add(Job("verify", root))
 
     def _lost(self, wd: int) -> None:
         assert self._watches is not None
