@@ -13,7 +13,7 @@ inherits an ignored stop signal from us. Windows has no loop signal handlers; th
 
 Job control (POSIX): Ctrl+Z stops the child's process group, then us; ``fg`` and ``bg``
 continue both; and the terminal's modes are restored only while we are its foreground job
-(see ``_process.handle_job_control`` and ``_process.Terminal``).
+(see ``_terminal``).
 
 Status lines are a courtesy: when writing them fails (a closed stderr), they stop, and
 supervision goes on.
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, TextIO
 import anyio
 import anyio.to_thread
 
-from ._process import Terminal, handle_job_control, job_control_signals
+from ._terminal import Terminal, handle_job_control, job_control_signals
 from ._types import EventKind, ReloadReason, SpawnError, SupervisorClosedError, SupervisorEvent
 
 if TYPE_CHECKING:
