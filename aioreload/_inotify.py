@@ -119,6 +119,17 @@ class Inotify:
             fd, self.fd = self.fd, -1
             os.close(fd)
 
+    async def aclose(self) -> None:
+        """Close the descriptor in a worker thread.
+
+        With thousands of watches the kernel takes tens of milliseconds to drop them, which
+        must not stall the event loop.
+        """
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(os.close, fd)
+
     def add(self, folder: str, mask: int = MASK) -> int:
         """Watch ``folder``; its watch descriptor, or -1 when it vanished or is not a folder.
 
@@ -270,7 +281,7 @@ class InotifySource:
                     task_status.started()
         finally:
             tree.close()
-            ino.close()
+            await ino.aclose()
         if tree.failure is not None:
             raise tree.failure
 

@@ -18,10 +18,12 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, final
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import anyio.to_thread
 
 from ._filter import PathFilter
@@ -56,6 +58,20 @@ def open_engine(paths: Sequence[str], *, recursive: bool) -> Any:
         )
     except (OSError, RuntimeError) as exc:
         raise WatchLimitError(str(exc)) from exc
+
+
+async def _open_off_loop(paths: Sequence[str], *, recursive: bool) -> Any:
+    """:func:`open_engine` in a worker thread: arming a big tree takes long; close it if cancelled."""
+    engine = None
+    try:
+        with anyio.CancelScope(shield=True):
+            engine = await anyio.to_thread.run_sync(partial(open_engine, paths, recursive=recursive))
+        await anyio.lowlevel.checkpoint()
+    except BaseException:
+        if engine is not None:
+            engine.close()
+        raise
+    return engine
 
 
 @final
@@ -100,7 +116,7 @@ class NativeSource:
     async def _run(self, emit: Emit, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with anyio.create_task_group() as tg:
             if self._folders:
-                tg.start_soon(self._follow_tree, open_engine(self._folders, recursive=True))
+                tg.start_soon(self._follow_tree, await _open_off_loop(self._folders, recursive=True))
             retire = await self._arm_files(tg, None)
             task_status.started()
             async for _ in self._rearm:
@@ -117,7 +133,7 @@ class NativeSource:
         folders = sorted(self._file_folders)
         fresh: threading.Event | None = None
         if folders:
-            engine = open_engine(folders, recursive=False)
+            engine = await _open_off_loop(folders, recursive=False)
             fresh = threading.Event()
             tg.start_soon(self._follow, engine, fresh, self._keep_file)
             self._armed_files = len(folders)
@@ -159,7 +175,7 @@ class NativeSource:
             # Nothing notifies us of a folder's return once its watch is gone: poll meanwhile.
             while any(not os.path.exists(root) for root in gone):  # noqa: ASYNC110, ASYNC240
                 await anyio.sleep(_ROOT_RECHECK)
-            engine = open_engine(self._folders, recursive=True)
+            engine = await _open_off_loop(self._folders, recursive=True)
             if self._emit is not None:
                 self._emit(frozenset(gone))
 

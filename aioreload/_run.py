@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
@@ -58,18 +59,32 @@ def _run_child(main: Main) -> int:
     except KeyboardInterrupt:
         return 130  # stopped by the supervisor for a reload: not the end
     except SystemExit as exc:
+        _finishing()
         code = _exit_code(exc.code)
     except BaseException as exc:  # a crash: report where, let the supervisor wait for a fix
         traceback.print_exc()
         _modules.report_crash(exc)
         return 1
     else:
+        _finishing()
         code = _exit_code(result)
     channel = child._get_channel()
     if channel is not None:
         with contextlib.suppress(OSError):
             channel.send("exit", code=code)
     return code
+
+
+def _finishing() -> None:
+    """``main`` is done: a stop signal now must not turn "finished" into "interrupted".
+
+    A program that writes into its own watched folder and then returns makes the supervisor
+    stop it at once; if that SIGINT landed after ``main`` returned, the program would be
+    started again (and write again...). From here on it is ignored: the exit message goes out
+    and the process ends by itself, which is what the supervisor's stop waits for anyway.
+    """
+    with contextlib.suppress(ValueError, AttributeError, OSError):  # not the main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _command() -> list[str]:
