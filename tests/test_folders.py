@@ -107,3 +107,34 @@ async def test_symlinked_folders_are_followed_and_a_loop_does_not_hang(
             assert started.changes == (str(project.root / "shared" / "lib.py"),) or started.changes == (
                 str(outside / "lib.py"),
             )
+
+
+# -- what counts as a change (issue 13) ------------------------------------------------------
+
+OPENS_UNWRITTEN = """\
+import os, sys
+sys.path.insert(0, os.environ["TEST_CHILDREN"])
+from _report import report
+open("data.bin", "r+b").close()  # opened for writing, closed unwritten: not a change
+os.utime("stamp.txt")  # the modification time moved: a change
+report("READY", os.getpid())
+import time
+time.sleep(1000)
+"""
+
+
+@pytest.mark.slow
+async def test_a_file_closed_unwritten_is_not_a_change_but_touch_is(project: Project, lines: Lines) -> None:
+    (project.root / "data.bin").write_bytes(b"\0" * 16)
+    (project.root / "stamp.txt").write_text("")
+    (project.root / "app.py").write_text(OPENS_UNWRITTEN)
+    project.env["TEST_CHILDREN"] = str(Path(__file__).parent / "children")
+    sup = make(project, [sys.executable, "app.py"], cwd=project.root, stop_timeout=0.5)
+    async with sup:
+        with sup.events() as events:
+            await lines.next("READY")
+            touched = await next_start(events, 2)  # the child's own utime: one reload...
+            assert touched.changes == (str(project.root / "stamp.txt"),)
+            await lines.next("READY")  # ...and the second run's touch gives the next one
+            again = await next_start(events, 3)
+            assert again.changes == (str(project.root / "stamp.txt"),)
