@@ -27,6 +27,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ._filter import PathFilter
+from ._poll import walk
 from ._sources import Emit, WatchLimitError
 
 __all__ = ["NativeSource", "open_engine"]
@@ -37,6 +38,11 @@ logger = logging.getLogger(__name__)
 _STEP_MS = 50
 _POLL_MS = 300
 _ROOT_RECHECK = 0.25
+_ADDED = 1  # watchfiles.Change.added
+
+
+def _no_warn(_: str, __: str) -> None:
+    """Unreadable new folders are skipped quietly; the tree's owner warned at start if it could."""
 
 
 def open_engine(paths: Sequence[str], *, recursive: bool) -> Any:
@@ -161,6 +167,25 @@ class NativeSource:
             return False
         return any(path.startswith(root + os.sep) for root in self._folders) and self._filter(path)
 
+    def _files_in_new_folders(self, raw: set[tuple[int, str]]) -> frozenset[str]:
+        """Files inside folders that just appeared (blocking: runs in a worker thread).
+
+        Where the engine watches per folder (inotify under watchfiles), a new folder is watched
+        only after its creation is seen: a file written into it before then gives no event.
+        Listing the new folder closes that gap, as the inotify source's scan of new folders does.
+        """
+        found: list[str] = []
+        folders = [
+            path
+            for change, path in raw
+            if change == _ADDED and os.path.isdir(path) and not self._filter.skip_folder(path)
+        ]
+        if folders:
+            walk(
+                folders, self._filter, lambda *_: True, on_file=lambda e: found.append(e.path), warn=_no_warn
+            )
+        return frozenset(found)
+
     def _keep_file(self, path: str) -> bool:
         return path in self._files or path in self._single
 
@@ -196,6 +221,8 @@ class NativeSource:
                     raw = await anyio.to_thread.run_sync(engine.watch, _STEP_MS, _STEP_MS, 250, stop)
                     if isinstance(raw, set):
                         kept = frozenset(path for _, path in raw if keep(path))
+                        if retire is None:  # the tree: files in new folders may predate their watch
+                            kept |= await anyio.to_thread.run_sync(self._files_in_new_folders, raw)
                         if kept and self._emit is not None:
                             self._emit(kept)
                         if retire is None and any(not os.path.exists(r) for r in self._folders):  # noqa: ASYNC240

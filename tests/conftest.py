@@ -21,7 +21,7 @@ import anyio.abc
 import psutil
 import pytest
 
-from aioreload import Supervisor
+from aioreload import EventKind, EventStream, Supervisor, SupervisorEvent
 
 CHILDREN = Path(__file__).parent / "children"
 # Every pid a child reported (children and grandchildren): all must be gone after a test.
@@ -152,6 +152,24 @@ async def stop_process(process: anyio.abc.Process, signum: signal.Signals, grace
             await process.wait()
     if process.returncode is None:
         process.kill()
+
+
+async def next_event(
+    events: EventStream, kind: EventKind | None = None, timeout: float = 10.0
+) -> SupervisorEvent:
+    """The next event (of ``kind``, skipping others), bounded: a test never waits forever."""
+    with anyio.fail_after(timeout):
+        return await events.next(kind)
+
+
+def pid_gone(pid: int | None) -> bool:
+    """Whether process ``pid`` has exited (a zombie not reaped yet counts as gone)."""
+    if pid is None:
+        return True
+    try:
+        return not _alive(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return True
 
 
 def make_supervisor(project: Project, command: list[str], **options: Any) -> Supervisor:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 import pytest
-from conftest import CHILDREN, Lines, Project, child, stop_process
+from conftest import CHILDREN, Lines, Project, child, next_event, stop_process
 
 import aioreload
 from aioreload import EventKind, ReloadReason, Supervisor
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.anyio
 # -- trigger_reload() and ready() inside a supervised child --------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["coroutine", "thread"])
 async def test_child_triggers_its_own_reload(project: Project, lines: Lines, where: str) -> None:
     env = dict(project.env, TEST_TRIGGER_ONCE="1")
@@ -30,26 +31,27 @@ async def test_child_triggers_its_own_reload(project: Project, lines: Lines, whe
         with sup.events() as events:
             first = await lines.next("READY")
             assert first[4] == "True"  # is_supervised()
-            started = await events.next(EventKind.STARTED)
+            started = await next_event(events, EventKind.STARTED)
             assert started.reason is ReloadReason.TRIGGER
             second = await lines.next("READY")
             assert second[1] != first[1]
             info = await lines.next("INFO")
             assert info[1:] == ["trigger", "2"]
             # The new child does not trigger again: generation 2 stays.
-            ready = await events.next(EventKind.READY)
+            ready = await next_event(events, EventKind.READY)
             assert ready.generation == 2
             assert sup.generation == 2
 
 
+@pytest.mark.slow
 async def test_readiness_is_reported_and_timed(project: Project, lines: Lines) -> None:
     async with Supervisor(child("trigger_self"), env=project.env) as sup:
         with sup.events() as events:
-            ready = await events.next(EventKind.READY)
+            ready = await next_event(events, EventKind.READY)
             assert ready.elapsed is not None
             assert 0 < ready.elapsed < 10
             assert await sup.reload(wait_ready=True) is True
-            again = await events.next(EventKind.READY)
+            again = await next_event(events, EventKind.READY)
             assert again.generation == 2
             await lines.next("READY")
 
@@ -79,8 +81,36 @@ def test_child_api_outside_a_supervisor_raises() -> None:
 # -- aioreload.run(main) -------------------------------------------------------------------
 
 
+class App:
+    """An ``aioreload.run`` program running in the project, and what it printed on stderr."""
+
+    def __init__(self, process: anyio.abc.Process) -> None:
+        self.process = process
+        self.stderr: list[str] = []
+        self._arrived = anyio.Event()
+
+    async def collect(self) -> None:
+        assert self.process.stderr is not None
+        buffer = b""
+        async for chunk in self.process.stderr:
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            self.stderr.extend(line.decode(errors="replace") for line in complete)
+            self._arrived.set()
+            self._arrived = anyio.Event()
+
+    async def status(self, needle: str, timeout: float = 10) -> str:
+        """The first line on stderr that holds ``needle`` (waiting for it, bounded)."""
+        with anyio.fail_after(timeout):
+            while True:
+                for line in self.stderr:
+                    if needle in line:
+                        return line
+                await self._arrived.wait()
+
+
 @asynccontextmanager
-async def run_app(project: Project, helper: str = "1") -> AsyncIterator[anyio.abc.Process]:
+async def run_app(project: Project, helper: str = "1") -> AsyncIterator[App]:
     shutil.copy(CHILDREN / "run_app.py", project.root / "app.py")
     (project.root / "helper.py").write_text(f"VALUE = {helper!r}\n")
     (project.root / "unrelated.py").write_text("X = 1\n")
@@ -91,75 +121,91 @@ async def run_app(project: Project, helper: str = "1") -> AsyncIterator[anyio.ab
         env=env,
         stdin=None,
         stdout=None,
-        stderr=None,
     )
-    async with process:
+    app = App(process)
+    async with process, anyio.create_task_group() as tg:
+        tg.start_soon(app.collect)
         try:
-            yield process
+            yield app
         finally:
             await stop_process(process, signal.SIGINT)
+            tg.cancel_scope.cancel()
 
 
-async def edit_until_reload(project: Project, lines: Lines, name: str, text: str) -> list[str]:
-    """Edit ``name`` until a new child reports; the first edit may race the arming of the watch."""
-    for _ in range(20):
-        (project.root / name).write_text(text)
-        with anyio.move_on_after(0.5):
-            return await lines.next("READY", timeout=5)
-    pytest.fail(f"editing {name} never reloaded")
+# A helper.py whose VALUE tells which reload its program runs in: "GENERATION:CHANGED-FILE-NAMES".
+PROBE = (
+    "import os, aioreload\n"
+    "_info = aioreload.last_reload()\n"
+    "VALUE = f'{_info.generation}:' + ','.join(sorted(os.path.basename(p) for p in _info.changes))\n"
+)
 
 
+@pytest.mark.slow
 async def test_run_reloads_when_an_imported_module_changes(project: Project, lines: Lines) -> None:
     async with run_app(project):
         first = await lines.next("READY")
         assert first[2:] == ["1", "start"]
-        second = await edit_until_reload(project, lines, "helper.py", "VALUE = '2'\n")
+        (project.root / "helper.py").write_text("VALUE = '2'\n")  # once, right after the first line
+        second = await lines.next("READY")
         assert second[2:] == ["2", "change"]
 
 
+@pytest.mark.slow
 async def test_run_ignores_files_the_program_never_imported(project: Project, lines: Lines) -> None:
     async with run_app(project):
         await lines.next("READY")
-        await edit_until_reload(project, lines, "helper.py", "VALUE = '2'\n")  # the watch is armed
+        (project.root / "helper.py").write_text(PROBE)
+        # The reload shows the folder is watched (helper.py is next to unrelated.py).
+        assert (await lines.next("READY"))[2] == "2:helper.py"
         (project.root / "unrelated.py").write_text("X = 2\n")
-        with anyio.move_on_after(1.0):
-            await lines.next("READY")
-            pytest.fail("an unimported file reloaded the program")
+        (project.root / "helper.py").write_text(PROBE + "# the sentinel\n")
+        # The sentinel's reload is the next one, and holds helper.py alone.
+        assert (await lines.next("READY"))[2] == "3:helper.py"
 
 
+@pytest.mark.slow
 async def test_run_exits_with_mains_code(project: Project, lines: Lines) -> None:
-    async with run_app(project, helper="exit-7") as process:
+    async with run_app(project, helper="exit-7") as app:
         await lines.next("READY")
         with anyio.fail_after(10):
-            assert await process.wait() == 7
+            assert await app.process.wait() == 7
     assert lines.count("BEFORE-EXIT") == 1
 
 
+@pytest.mark.slow
 async def test_run_keeps_interpreter_options_and_arguments(project: Project, lines: Lines) -> None:
     probe = "import sys\nVALUE = ' '.join(['dev' if sys.flags.dev_mode else 'nodev', *sys.argv[1:]])\n"
     async with run_app(project) as _:
         await lines.next("READY")
-        second = await edit_until_reload(project, lines, "helper.py", probe)
+        (project.root / "helper.py").write_text(probe)
+        second = await lines.next("READY")
         assert second[2:4] == ["dev", "--flag"]
 
 
+@pytest.mark.slow
 async def test_run_watches_the_files_of_a_crash_until_fixed(project: Project, lines: Lines) -> None:
     (project.root / "broken.py").write_text("def oops(:\n")
-    async with run_app(project, helper="crash"):
+    async with run_app(project, helper="crash") as app:
         await lines.next("READY")  # main starts, then its import of broken.py fails
-        fixed = await edit_until_reload(project, lines, "broken.py", "OK = True\n")
+        await app.status("exited with code 1 · waiting for changes")  # the crash was reported
+        fix = "import os\nfrom _report import report\n\nreport('IMPORTED', os.getpid())\n"
+        (project.root / "broken.py").write_text(fix)
+        fixed = await lines.next("READY")
         assert fixed[2] == "crash"  # started again after the fix...
-        with anyio.move_on_after(1.0):  # ...and stays up: broken.py imports now
-            await lines.next("READY")
-            pytest.fail("still crashing")
+        await lines.next("IMPORTED", fixed[1])  # ...and broken.py imports now: main goes on to wait
+        # No other reload came in between: the sentinel's is the next one.
+        (project.root / "helper.py").write_text(PROBE)
+        assert (await lines.next("READY"))[2] == "3:helper.py"
+        assert len([line for line in app.stderr if "exited with code" in line]) == 1, app.stderr
 
 
+@pytest.mark.slow
 async def test_run_stops_gracefully_on_sigint(project: Project, lines: Lines) -> None:
-    async with run_app(project) as process:
+    async with run_app(project) as app:
         await lines.next("READY")
-        process.send_signal(signal.SIGINT)
+        app.process.send_signal(signal.SIGINT)
         with anyio.fail_after(10):
-            code = await process.wait()
+            code = await app.process.wait()
     assert code in (0, 130)
     assert lines.count("BEFORE-EXIT") == 1
 
