@@ -175,7 +175,7 @@ class Watcher:
     def _open(self, engine: str) -> ChangeSource:
         source: Any
         if engine == "inotify":
-            from ._inotify import InotifySource
+            from ._inotify_source import InotifySource
 
             source = InotifySource(self.roots, self.filter)
         elif engine == "native":

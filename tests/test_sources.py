@@ -30,7 +30,8 @@ import pytest
 
 import aioreload._inotify
 from aioreload._filter import PathFilter
-from aioreload._inotify import IN_MOVED_FROM, MASK, Inotify, InotifySource
+from aioreload._inotify import IN_MOVED_FROM, MASK, Inotify
+from aioreload._inotify_source import InotifySource
 from aioreload._poll import PollSource, pace
 from aioreload._sources import WatchLimitError
 from aioreload._tree import FolderTree
