@@ -171,6 +171,21 @@ def _describe(members: Sequence[Member]) -> str:
     return ", ".join(named) + (f" and {more} more" if more > 0 else "")
 
 
+def _group_exists(pgid: int) -> bool:
+    """Whether any process, zombies included, is in group ``pgid`` (``killpg(pgid, 0)``).
+
+    No process at all is the common case once the leader is reaped, and it needs no scan of
+    ``/proc``; only when something is there do we look (in a thread) whether it is alive.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
@@ -303,7 +318,7 @@ class Child:
 
     async def _group_gone(self) -> None:
         """Return once no live member of the group is left; each look runs in a worker thread."""
-        if WINDOWS:
+        if WINDOWS or not _group_exists(self.pid):  # one cheap syscall answers the usual case
             return
         delay = _POLL_FIRST
         while await anyio.to_thread.run_sync(_live_group_members, self.pid, abandon_on_cancel=True):
