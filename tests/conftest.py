@@ -128,6 +128,15 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 
 
 @pytest.fixture
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private XDG_RUNTIME_DIR for the control sockets (short: socket paths are limited)."""
+    folder = Path(tempfile.mkdtemp(prefix="ar-run-"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
 async def lines() -> AsyncIterator[Lines]:
     if sys.platform == "win32":
         pytest.skip("the children report over a Unix socket; these tests run on POSIX")

@@ -9,9 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,16 +20,7 @@ import psutil
 import pytest
 from conftest import CHILDREN, Lines, Project, child, stop_process
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private XDG_RUNTIME_DIR per test, for the control sockets (short: socket paths are limited)."""
-    folder = Path(tempfile.mkdtemp(prefix="ar-run-"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("runtime_dir")]
 
 
 class Cli:

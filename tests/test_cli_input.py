@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from conftest import Lines, Project, child
-from test_cli import Cli, cli, runtime_dir  # noqa: F401 (runtime_dir: autouse fixture)
+from test_cli import Cli, cli
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("runtime_dir")]
 
 
 def marker_command(project: Project) -> list[str]:

@@ -11,12 +11,12 @@ import anyio
 import pytest
 import tomli
 from conftest import Lines, Project, child
-from test_cli import cli, restart_after_writing, runtime_dir, seen  # noqa: F401 (runtime_dir: autouse fixture)
+from test_cli import cli, restart_after_writing, seen
 
 from aioreload import ConfigError, _config
 from aioreload._config import load_config
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("runtime_dir")]
 
 FULL = """\
 [project]

@@ -13,9 +13,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from conftest import Lines, Project, child
 
 pytestmark = [
     pytest.mark.anyio,
+    pytest.mark.usefixtures("runtime_dir"),
     pytest.mark.skipif(sys.platform == "win32", reason="job control, pipes and sed are POSIX"),
 ]
 
@@ -38,15 +38,6 @@ _CONTROLLING = (
     "import fcntl, os, sys, termios; "
     "fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execvp(sys.argv[1], sys.argv[1:])"
 )
-
-
-@pytest.fixture(autouse=True)
-def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private, short XDG_RUNTIME_DIR for the control sockets (socket paths are limited)."""
-    folder = Path(tempfile.mkdtemp(prefix="ar-run-"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def aioreload_argv(*args: str) -> list[str]:
