@@ -64,9 +64,9 @@ class _Batch:
     changes: set[str] = field(default_factory=set)
     tickets: list[Ticket] = field(default_factory=list)
 
-    def settle(self, started: ChildProcess | None) -> None:
+    def settle(self, started: ChildProcess | None, *, closed: bool = False) -> None:
         for ticket in self.tickets:
-            ticket.settle(started)
+            ticket.settle(started, closed=closed)
         self.tickets.clear()
 
 
@@ -119,22 +119,25 @@ class ReloadLoop:
     async def _consume(self) -> int:
         while True:
             batch = _Batch()
-            final = self._absorb(batch, [await self.requests.take(), *self.requests.drain()])
-            if final is None and batch.reason is not None:
-                final = await self._reload(batch)
-            if final is not None:
-                batch.settle(None)
-                return final
+            try:
+                final = self._absorb(batch, [await self.requests.take(), *self.requests.drain()])
+                if final is None and batch.reason is not None:
+                    final = await self._reload(batch)
+                if final is not None:
+                    batch.settle(None, closed=True)
+                    return final
+            finally:  # cancelled or failed mid-reload: no caller of reload() is left waiting
+                batch.settle(None, closed=True)
 
     def _absorb(self, batch: _Batch, requests: Iterable[Request]) -> int | None:
         """Fold ``requests`` into ``batch``; the exit code when the program finished for good."""
+        final: int | None = None
         for request in requests:
             origin = request.origin
             if request.kind is Kind.EXITED:
                 assert origin is not None
-                final = self._exited(origin)
-                if final is not None:
-                    return final
+                code = self._exited(origin)
+                final = code if final is None else final
                 continue
             if origin is not None and (origin is not self.current or origin.stopping):
                 if request.ticket is not None:  # a stale child's trigger or crash timer
@@ -143,9 +146,9 @@ class ReloadLoop:
             if batch.reason is None:
                 batch.reason = request.reason
             batch.changes |= request.changes
-            if request.ticket is not None:
+            if request.ticket is not None:  # kept even after a final exit: settled with the batch
                 batch.tickets.append(request.ticket)
-        return None
+        return final
 
     def _exited(self, child: ChildProcess) -> int | None:
         """A child's exit came in: report it unless we stopped it; the code if it finished."""
@@ -270,6 +273,12 @@ class ReloadLoop:
             return None
         if not child.alive:  # it exited by itself: what it left in its group goes too
             await child.clean_up(self.config.stop_signal, self.config.stop_timeout)
+            await child.exited.wait()  # its follower has read what it said before exiting
+            if child.final_code is not None and not child.stopping:
+                child.stopping = True  # reported here: its exit notice is no news any more
+                self.last_returncode = child.returncode
+                self._emit(EventKind.EXITED, child, returncode=child.returncode, message="finished")
+                return child.final_code
             return None
         self.state = SupervisorState.STOPPING
         signame = signal_name(self.config.stop_signal)

@@ -68,11 +68,14 @@ class Ticket:
     done: anyio.Event = field(default_factory=anyio.Event)
     started: ChildProcess | None = None
     """The child that reload started; ``None`` when it was cancelled or could not spawn."""
+    closed: bool = False
+    """The supervisor ended before the reload could happen."""
 
-    def settle(self, started: ChildProcess | None) -> None:
+    def settle(self, started: ChildProcess | None, *, closed: bool = False) -> None:
         """Record the outcome and wake the caller (the first outcome wins)."""
         if not self.done.is_set():
             self.started = started
+            self.closed = closed
             self.done.set()
 
 
@@ -119,7 +122,7 @@ class RequestStream:
             self._send.send_nowait(request)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             if request.ticket is not None:
-                request.ticket.settle(None)
+                request.ticket.settle(None, closed=True)
 
     def put_threadsafe(self, request: Request) -> bool:
         """Add ``request`` from any thread; ``False`` when the stream is not bound to a loop."""
@@ -151,7 +154,7 @@ class RequestStream:
         self._send.close()
         for request in self.drain():
             if request.ticket is not None:
-                request.ticket.settle(None)
+                request.ticket.settle(None, closed=True)
         self._receive.close()
 
 

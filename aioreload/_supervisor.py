@@ -253,7 +253,7 @@ class Supervisor:
         await ticket.done.wait()
         child = ticket.started
         if child is None:
-            if self.state is SupervisorState.CLOSED:
+            if ticket.closed:
                 raise SupervisorClosedError("the supervisor closed before the reload happened")
             return False
         if wait_ready:

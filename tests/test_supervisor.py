@@ -315,3 +315,39 @@ async def test_asgi_lifespan_shutdown_runs_on_reload(project: Project, lines: Li
         await sup.reload()
         await lines.next("READY")
         await lines.seen("LIFESPAN-SHUTDOWN", first[1])
+
+
+async def test_reload_waiting_on_a_supervisor_that_is_cancelled_mid_reload_raises(
+    project: Project, lines: Lines
+) -> None:
+    """A caller of reload() is never left hanging: the supervisor ends while a hook runs."""
+    hook_running = anyio.Event()
+
+    async def hook(request: ReloadRequest) -> bool:
+        hook_running.set()
+        await anyio.sleep_forever()
+        return True
+
+    sup = make(project, child("ready_wait"), watch=[], before_reload=hook)
+    outcome: list[object] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+
+            async def run() -> None:
+                with scope:
+                    await sup.run()
+
+            async def reload() -> None:
+                try:
+                    outcome.append(await sup.reload())
+                except aioreload.SupervisorClosedError as exc:
+                    outcome.append(exc)
+
+            tg.start_soon(run)
+            await lines.next("READY")
+            tg.start_soon(reload)
+            await hook_running.wait()
+            scope.cancel()  # the supervisor ends in the middle of that reload
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], aioreload.SupervisorClosedError)
