@@ -9,7 +9,7 @@ OS-level choices, and why:
   nothing, and a change is seen the moment the kernel queues it (no polling step).
 - inotify is not recursive: one watch per folder, ignored folders never watched. Which folder a
   watch descriptor is, through scans, moves, renames, deletions and overflows, is the business of
-  :class:`~aioreload._tree.FolderTree`; this module only decides what a file event means.
+  :class:`~aioreload._tree.FolderTree`.
 - The mask asks for name changes (create, delete, move), content changes (``IN_MODIFY``,
   ``IN_CLOSE_WRITE``) and ``IN_ATTRIB``. ``IN_ACCESS`` is left out: reading is not changing (and
   on Linux a read gives ``IN_ACCESS``, never ``IN_ATTRIB``).

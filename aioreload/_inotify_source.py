@@ -1,15 +1,7 @@
 """The Linux change source: inotify read from the event loop, folders kept by ``_tree``.
 
-OS-level choices, and why:
+What an event means (the descriptor, the mask and why live in ``_inotify``):
 
-- One non-blocking inotify descriptor, awaited with ``anyio.wait_readable``: an idle source costs
-  nothing, and a change is seen the moment the kernel queues it (no polling step).
-- inotify is not recursive: one watch per folder, ignored folders never watched. Which folder a
-  watch descriptor is, through scans, moves, renames, deletions and overflows, is the business of
-  :class:`~aioreload._tree.FolderTree`; this module only decides what a file event means.
-- The mask asks for name changes (create, delete, move), content changes (``IN_MODIFY``,
-  ``IN_CLOSE_WRITE``) and ``IN_ATTRIB``. ``IN_ACCESS`` is left out: reading is not changing (and
-  on Linux a read gives ``IN_ACCESS``, never ``IN_ATTRIB``).
 - ``IN_CLOSE_WRITE`` counts only after an ``IN_MODIFY`` on that path since its last close: opening
   a file for writing and closing it unwritten (SQLite does this, so does ``open(p, "r+b")``)
   changes nothing, and must not reload anything.
@@ -17,7 +9,6 @@ OS-level choices, and why:
   build tools bumping mtimes set both times, which the kernel reports as ``IN_ATTRIB`` (a new
   mtime alone, as from ``touch -m``, comes as ``IN_MODIFY``). chmod, chown, extended
   attributes and link counts do not count. See :func:`_mtime_changed` for how we tell.
-- ``IN_EXCL_UNLINK``: no events from files that were deleted but are still open.
 """
 
 from __future__ import annotations
