@@ -13,6 +13,7 @@ import anyio
 import anyio.abc
 import pytest
 from conftest import CHILDREN, Lines, Project, child, next_event, stop_process
+from test_cli import Cli
 
 import aioreload
 from aioreload import EventKind, ReloadReason, Supervisor
@@ -81,36 +82,8 @@ def test_child_api_outside_a_supervisor_raises() -> None:
 # -- aioreload.run(main) -------------------------------------------------------------------
 
 
-class App:
-    """An ``aioreload.run`` program running in the project, and what it printed on stderr."""
-
-    def __init__(self, process: anyio.abc.Process) -> None:
-        self.process = process
-        self.stderr: list[str] = []
-        self._arrived = anyio.Event()
-
-    async def collect(self) -> None:
-        assert self.process.stderr is not None
-        buffer = b""
-        async for chunk in self.process.stderr:
-            buffer += chunk
-            *complete, buffer = buffer.split(b"\n")
-            self.stderr.extend(line.decode(errors="replace") for line in complete)
-            self._arrived.set()
-            self._arrived = anyio.Event()
-
-    async def status(self, needle: str, timeout: float = 10) -> str:
-        """The first line on stderr that holds ``needle`` (waiting for it, bounded)."""
-        with anyio.fail_after(timeout):
-            while True:
-                for line in self.stderr:
-                    if needle in line:
-                        return line
-                await self._arrived.wait()
-
-
 @asynccontextmanager
-async def run_app(project: Project, helper: str = "1") -> AsyncIterator[App]:
+async def run_app(project: Project, helper: str = "1") -> AsyncIterator[Cli]:
     shutil.copy(CHILDREN / "run_app.py", project.root / "app.py")
     (project.root / "helper.py").write_text(f"VALUE = {helper!r}\n")
     (project.root / "unrelated.py").write_text("X = 1\n")
@@ -122,7 +95,7 @@ async def run_app(project: Project, helper: str = "1") -> AsyncIterator[App]:
         stdin=None,
         stdout=None,
     )
-    app = App(process)
+    app = Cli(process)
     async with process, anyio.create_task_group() as tg:
         tg.start_soon(app.collect)
         try:
