@@ -30,6 +30,7 @@ from .child import (
     ready,
     report_ready,
     request_reload,
+    sockets,
     trigger_reload,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "report_ready",
     "request_reload",
     "run",
+    "sockets",
     "trigger_reload",
 ]
 

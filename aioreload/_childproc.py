@@ -11,16 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, final
 
 import anyio
 
-from . import _ipc
+from . import _ipc, _notify, _sockets
+from ._notify import NotifyListener
 from ._process import Child, Guardian
 from ._requests import Kind, Request, RequestStream
 from ._types import ReloadReason
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = ["ChildProcess", "OnMessage"]
 
@@ -42,9 +47,19 @@ def child_env(
     spawned_ns: int,
     track_imports: bool,
     fd: int | None,
+    held: Sequence[_sockets.HeldSocket] = (),
+    notify: str | None = None,
 ) -> dict[str, str]:
-    """The environment of a new child: ``base`` plus what aioreload tells it."""
-    env = dict(base)
+    """The environment of a new child: ``base`` plus what aioreload tells it.
+
+    The socket-activation variables describe ``held`` (none when empty); ``NOTIFY_SOCKET``
+    is the child's private one, never the supervisor's own.
+    """
+    env = _sockets.listen_env(base, held)
+    if notify is None:
+        env.pop(_notify.ENV, None)
+    else:
+        env[_notify.ENV] = notify
     env[_ipc.ENV_REASON] = reason.value
     encoded = json.dumps(list(changes))
     while len(encoded) > _MAX_CHANGES_ENV and changes:
@@ -87,12 +102,16 @@ class ChildProcess:
         changes: Sequence[str],
         channel: socket.socket | None,
         spawned_ns: int,
+        notify: NotifyListener | None = None,
     ) -> None:
         self._process = process
         self.generation = generation
         self.reason = reason
         self.changes = tuple(changes)
         self._channel = channel
+        self._notify = notify
+        self.status = ""
+        """The last ``STATUS=`` its program sent on its notify socket."""
         self.spawned_ns = spawned_ns
         self.ready = anyio.Event()
         self.exited = anyio.Event()
@@ -117,16 +136,27 @@ class ChildProcess:
         changes: Sequence[str],
         track_imports: bool,
         guardian: Guardian,
+        held: Sequence[_sockets.HeldSocket] = (),
+        notify_path: str | None = None,
     ) -> ChildProcess:
         """Start ``command`` with a fresh channel; the guardian learns its process group.
+
+        ``held`` sockets become its descriptors 3, 4, ...; a notify socket is bound at
+        ``notify_path`` for it alone.
 
         Raises:
             SpawnError: the program is missing or cannot be executed.
         """
         ours: socket.socket | None = None
         theirs: socket.socket | None = None
+        notify = None if notify_path is None else NotifyListener.bind(notify_path)
         if _ipc.SUPPORTED:
             ours, theirs = _ipc.make_pair()
+            if held and theirs.fileno() < _sockets.FIRST_FD + len(held):
+                # Its number must survive the moves to 3, 4, ... in the child.
+                moved = socket.socket(fileno=fcntl.fcntl(theirs, fcntl.F_DUPFD_CLOEXEC, 16))
+                theirs.close()
+                theirs = moved
         spawned_ns = time.time_ns()
         try:
             full_env = child_env(
@@ -137,6 +167,8 @@ class ChildProcess:
                 spawned_ns=spawned_ns,
                 track_imports=track_imports,
                 fd=None if theirs is None else theirs.fileno(),
+                held=held,
+                notify=None if notify is None else notify.path,
             )
             with anyio.CancelScope(shield=True):  # a spawned child is always adopted
                 process = await Child.spawn(
@@ -144,12 +176,15 @@ class ChildProcess:
                     env=full_env,
                     cwd=cwd,
                     pass_fds=() if theirs is None else (theirs.fileno(),),
+                    listen_fds=[h.socket.fileno() for h in held],
                     stop_signal=stop_signal,
                 )
-                await guardian.watch(process.pid)
+                await guardian.add(process.pid)
         except BaseException:
             if ours is not None:
                 ours.close()
+            if notify is not None:
+                notify.close()
             raise
         finally:
             if theirs is not None:
@@ -161,6 +196,7 @@ class ChildProcess:
             changes=changes,
             channel=ours,
             spawned_ns=spawned_ns,
+            notify=notify,
         )
 
     # -- what it is ------------------------------------------------------------------------
@@ -197,15 +233,34 @@ class ChildProcess:
             async with anyio.create_task_group() as tg:
                 if self._channel is not None:
                     tg.start_soon(self._listen, self._channel, on_message)
+                if self._notify is not None:
+                    tg.start_soon(self._listen_notify, self._notify, on_message)
                 await self._process.wait()
                 tg.cancel_scope.cancel()
             if self._channel is not None:
                 self._read_available(self._channel, on_message)  # what it said just before exiting
+            if self._notify is not None:
+                self._read_notify(self._notify, on_message)
         finally:
             if self._channel is not None:
                 self._channel.close()
+            if self._notify is not None:
+                self._notify.close()
             self.exited.set()
         requests.put(Request(Kind.EXITED, origin=self))
+
+    async def _listen_notify(self, notify: NotifyListener, on_message: OnMessage) -> None:
+        while True:
+            await anyio.wait_readable(notify.socket)
+            self._read_notify(notify, on_message)
+
+    def _read_notify(self, notify: NotifyListener, on_message: OnMessage) -> None:
+        for fields in notify.messages():
+            if "STATUS" in fields:
+                self.status = fields["STATUS"]
+                logger.debug("pid %d status: %s", self.pid, self.status)
+            if fields.get("READY") == "1":
+                self._handle({"op": "ready"}, on_message)
 
     async def _listen(self, sock: socket.socket, on_message: OnMessage) -> None:
         sock.setblocking(False)

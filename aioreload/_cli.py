@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 from . import __version__, _validate
 from ._config import OPTIONS, Options, load_config, resolve
 from ._filter import PathFilter, split_watch
+from ._sockets import inherited
 from ._target import TARGET, find_module
 from ._types import ConfigError
 
@@ -25,13 +28,16 @@ __all__ = ["main"]
 USAGE = """\
 aioreload [OPTIONS] -- COMMAND [ARGS...]
        aioreload [OPTIONS] MODULE:FUNCTION [ARGS...]
+       aioreload [OPTIONS] serve MODULE:APP
        aioreload reload"""
 
 DESCRIPTION = """\
 Run COMMAND and restart it whenever a watched file changes. With MODULE:FUNCTION, run that
 Python function (from the current folder or sys.path) as aioreload.run() would, and also
-restart when a module it imported changes. `aioreload reload`, from another terminal,
-restarts the program of the aioreload running in this folder."""
+restart when a module it imported changes. `serve MODULE:APP` serves an ASGI app with uvicorn
+on a socket aioreload holds (default 127.0.0.1:8000), with reloads that refuse no request.
+`aioreload reload`, from another terminal, restarts the program of the aioreload running in
+this folder."""
 
 EPILOG = """\
 examples:
@@ -39,6 +45,9 @@ examples:
   aioreload -w src -e py -- python -m app
   aioreload app.main:serve --port 8000   run app/main.py's serve() with sys.argv[1:] = --port 8000
   aioreload -r -- python worker.py       also restart the worker when it crashes
+  aioreload serve app:app                serve app.py's ASGI app on 127.0.0.1:8000 (needs uvicorn)
+  aioreload --socket :8000 -- python -m uvicorn --fd 3 app:app
+                                         hold port 8000, hand it to uvicorn as descriptor 3
   aioreload -s SIGTERM -t 10 -- uvicorn app:app
   aioreload reload                       (another terminal) restart the program now
 
@@ -54,6 +63,17 @@ ignored by default: .git, __pycache__, .venv, venv, node_modules, tool caches (.
 files (vim, Emacs, JetBrains), *.pyc, SQLite databases (*.sqlite, *.sqlite3, *.db) and their
 -journal, -wal and -shm files, *.log, and whatever .gitignore files ignore (unless
 --no-gitignore).
+
+held sockets (--socket, repeatable): HOST:PORT, [IPv6]:PORT, :PORT or unix:PATH, bound once
+and handed to every child as descriptors 3, 4, ... with LISTEN_FDS, LISTEN_PID and
+LISTEN_FDNAMES (systemd's socket activation). Started by socket activation itself, aioreload
+hands on the sockets it was given instead. While no child accepts, connections wait.
+
+overlap: with held sockets, a child that reports readiness (aioreload.ready(), or READY=1 on
+the NOTIFY_SOCKET each child gets) is replaced blue-green: the new one starts while the old
+one serves, and the old one is stopped once the new one is ready. A new child that exits or
+is not ready within --ready-timeout is stopped and the old one keeps serving. --no-overlap
+for programs that must never run twice at once (a bot polling one account).
 
 signals: SIGINT/SIGTERM stop the child gracefully and exit; a second SIGINT kills it at once;
 SIGHUP reloads.
@@ -127,6 +147,19 @@ def _parser() -> argparse.ArgumentParser:
         help="longest delay, doubling per crash (default: 30)",
     )
     add("--poll", action=on_off, help="poll for changes instead of using OS notifications")
+    add(
+        "--socket",
+        action="append",
+        metavar="ADDR",
+        help="hold a listening socket for the child: HOST:PORT, [IPv6]:PORT, :PORT, unix:PATH (repeatable)",
+    )
+    add("--overlap", action=on_off, help="start the new child before stopping the old one (default: on)")
+    add(
+        "--ready-timeout",
+        type=float,
+        metavar="SEC",
+        help="how long an overlapping reload waits for the new child to be ready (default: 30)",
+    )
     add("--clear", action=on_off, help="clear the terminal before each restart")
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-q", "--quiet", action="store_true", default=None, help="print only errors")
@@ -175,14 +208,22 @@ def _describe(watch: Sequence[str]) -> str:
     return watch[0] if relative.startswith(("../../..", "..\\..\\..")) else relative
 
 
-async def _serve(
-    options: Options, command: list[str], status: Status, target: bool, roots: list[Path], keep: PathFilter
+async def _supervise(
+    options: Options,
+    command: list[str],
+    status: Status,
+    target: bool,
+    roots: list[Path],
+    keep: PathFilter,
+    sockets: Sequence[str | socket.socket],
 ) -> int:
     from ._foreground import count_files, run_in_foreground
     from ._supervisor import Supervisor
 
     supervisor = Supervisor(
         command,
+        sockets=sockets,
+        overlap=options.overlap,
         watch=options.watch,
         ignore=options.ignore,
         extensions=options.ext,
@@ -213,7 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = command[1:]
     if not command:
         parser.error("no command given; usage: aioreload [OPTIONS] -- COMMAND [ARGS...]")
-    target = not explicit and TARGET.fullmatch(command[0]) is not None
+    serve = not explicit and command[0] == "serve"
+    if serve and (len(command) != 2 or TARGET.fullmatch(command[1]) is None):
+        parser.error("serve takes one ASGI app as MODULE:APP, such as: aioreload serve app:app")
+    target = not explicit and (serve or TARGET.fullmatch(command[0]) is not None)
     try:
         _validate.command(command)
         settings, path = load_config(Path.cwd())
@@ -232,10 +276,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aioreload: error: {exc}", file=sys.stderr)
         return 2
     if target:
-        problem = find_module(command[0].partition(":")[0], os.getcwd())
+        name = command[-1] if serve else command[0]
+        problem = find_module(name.partition(":")[0], os.getcwd())
         if problem is not None:
-            print(f"aioreload: error: cannot run {command[0]}: {problem}", file=sys.stderr)
+            print(f"aioreload: error: cannot run {name}: {problem}", file=sys.stderr)
             return 2
+    if serve and importlib.util.find_spec("uvicorn") is None:
+        print(
+            "aioreload: error: serve needs uvicorn; install it with: pip install 'aioreload[serve]'",
+            file=sys.stderr,
+        )
+        return 2
+    # Started by socket activation (systemd): hand on what we were given instead of binding.
+    sockets: list[str | socket.socket] = [held.socket for held in inherited(os.environ)]
+    if not sockets:
+        sockets = list(options.socket) or (["127.0.0.1:8000"] if serve else [])
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("aioreload: %(levelname)s: %(message)s"))
     package_logger = logging.getLogger("aioreload")
@@ -259,9 +314,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.verbose:
         source = f"{options.config_file} and flags" if options.config_file else "flags"
         status.line(f"settings ({source}): {options.describe()}")
-    child = [sys.executable, "-m", "aioreload._target", *command] if target else command
+    if serve:
+        child = [sys.executable, "-m", "aioreload._serve", command[1]]
+    elif target:
+        child = [sys.executable, "-m", "aioreload._target", *command]
+    else:
+        child = command
     try:
-        return anyio.run(_serve, options, child, status, target, roots, keep)
+        return anyio.run(_supervise, options, child, status, target, roots, keep, sockets)
     except ConfigError as exc:
         status.line(f"error: {exc}", error=True)
         return 2

@@ -41,6 +41,9 @@ OPTIONS: dict[str, str] = {
     "crash_backoff": "seconds",
     "crash_backoff_max": "seconds",
     "poll": "bool",
+    "socket": "sockets",
+    "overlap": "bool",
+    "ready_timeout": "seconds",
     "clear": "bool",
     "quiet": "bool",
     "verbose": "bool",
@@ -54,6 +57,7 @@ class Durations(TypedDict, total=False):
     debounce: float
     crash_backoff: float
     crash_backoff_max: float
+    ready_timeout: float
 
 
 @final
@@ -73,6 +77,9 @@ class Options:
     crash_backoff: float | None = None
     crash_backoff_max: float | None = None
     poll: bool = False
+    socket: list[str] = field(default_factory=list)
+    overlap: bool = True
+    ready_timeout: float | None = None
     clear: bool = False
     quiet: bool = False
     verbose: bool = False
@@ -89,6 +96,8 @@ class Options:
             durations["crash_backoff"] = self.crash_backoff
         if self.crash_backoff_max is not None:
             durations["crash_backoff_max"] = self.crash_backoff_max
+        if self.ready_timeout is not None:
+            durations["ready_timeout"] = self.ready_timeout
         return durations
 
     def describe(self) -> str:
@@ -130,6 +139,12 @@ def _check(name: str, spelled: str, value: object, base: Path) -> object:
     """Check and convert one value from the file; ``spelled`` is the key as written."""
     kind = OPTIONS[name]
     where = f"{TABLE} {spelled}"
+    if kind == "sockets":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ConfigError(f"{where} must be an address or a list of addresses, got {value!r}")
+        _validate.sockets(items)
+        return list(items)
     if kind in ("paths", "strings"):
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
@@ -144,7 +159,7 @@ def _check(name: str, spelled: str, value: object, base: Path) -> object:
             raise ConfigError(f"{where} must be true or false, got {value!r}")
         return value
     if kind == "seconds":
-        return _validate.seconds(where, value)
+        return _validate.seconds(where, value, positive=name == "ready_timeout")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ConfigError(f"{where} must be a signal name or number, got {value!r}")
     try:
@@ -225,7 +240,14 @@ def _check_flag(name: str, value: object) -> object:
         except ConfigError as exc:
             raise ConfigError(f"{flag}: {exc}") from None
     if OPTIONS.get(name) == "seconds":
-        return _validate.seconds(flag, value)
+        return _validate.seconds(flag, value, positive=name == "ready_timeout")
+    if name == "socket":
+        assert isinstance(value, list)
+        try:
+            _validate.sockets(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+        return value
     if name == "ext":
         assert isinstance(value, list)
         return list(_validate.extensions(value))

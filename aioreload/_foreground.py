@@ -34,7 +34,14 @@ import anyio
 import anyio.to_thread
 
 from ._terminal import Terminal, handle_job_control, job_control_signals
-from ._types import EventKind, ReloadReason, SpawnError, SupervisorClosedError, SupervisorEvent
+from ._types import (
+    ConfigError,
+    EventKind,
+    ReloadReason,
+    SpawnError,
+    SupervisorClosedError,
+    SupervisorEvent,
+)
 
 if TYPE_CHECKING:
     from ._control import ControlServer
@@ -138,7 +145,9 @@ class Status:
         self._stop_signal = ""
         self._stopped = ""
         self.watched_files: Callable[[], int] = lambda: 0
+        self.sockets: Callable[[], Sequence[str]] = tuple
         self._mute = False  # the stream failed once: say nothing more
+        self._newest = 0  # the generation of the newest child started
 
     def line(self, text: str, *, error: bool = False, tone: str = "") -> None:
         """Print one status line (errors even when quiet); ``tone`` is ok, note or error."""
@@ -193,6 +202,9 @@ class Status:
                 self._stopped = f"killed after {_ms(event.elapsed)}{sent.replace(')', ' ignored)')}"
             else:
                 self._stopped = f"stopped in {_ms(event.elapsed)}{sent}"
+            if event.generation < self._newest and not self.closing:  # replaced by a ready successor
+                self.line(f"previous child [pid {event.pid}] {self._stopped}", tone="ok")
+                self._stopped = ""
         elif kind is EventKind.STARTED:
             self._started(event)
         elif kind is EventKind.READY:
@@ -210,13 +222,17 @@ class Status:
             self.line(f"{self.command} {_describe_exit(code)}{then}", error=failed, tone="note")
         elif kind is EventKind.SKIPPED:
             self.line("reload cancelled by before_reload", tone="note")
-        elif kind is EventKind.SPAWN_FAILED:
+        elif kind is EventKind.SPAWN_FAILED or kind is EventKind.RELOAD_FAILED:
             self.line(f"error: {event.message} · waiting for changes", error=True)
 
     def _started(self, event: SupervisorEvent) -> None:
+        self._newest = max(self._newest, event.generation)
         if event.reason is ReloadReason.FIRST_START:
             summary = self._summary()
             parts = [summary] if summary else []
+            sockets = self.sockets()
+            if sockets:
+                parts.append(f"holding {', '.join(sockets)}")
             parts.append(f"started {self.command} [pid {event.pid}]")
             self.line(" · ".join(parts), tone="ok")
             return
@@ -313,6 +329,7 @@ async def run_in_foreground(
     body = anyio.CancelScope()
     terminal = Terminal()
     status.watched_files = lambda: supervisor.watched_files
+    status.sockets = lambda: supervisor.sockets
     stop_counting = threading.Event()
     counted = anyio.Event()
     async with _signal_stream() as signals:
@@ -378,6 +395,9 @@ async def run_in_foreground(
             except SpawnError as exc:
                 status.line(f"error: {exc}", error=True)
                 return 127 if isinstance(exc.__cause__, FileNotFoundError) else 126
+            except ConfigError as exc:  # found on entering: a held socket's address is taken
+                status.line(f"error: {exc}", error=True)
+                return 2
             finally:
                 stop_counting.set()
                 tg.cancel_scope.cancel()

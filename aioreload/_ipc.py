@@ -12,6 +12,10 @@ for its successor's. Messages are JSON objects, one per line, child → supervis
     {"op": "files", "files": {path: ns}} source files I have imported, with the modification
                                          time each had when loaded (-1: unknown)
     {"op": "exit", "code": N}            my program finished for good; end the supervisor
+    {"op": "prepared"}                   my program's own module imported; waiting for "go"
+
+and supervisor → child (a spare, or a child told to prepare in ``AIORELOAD_PREPARE``):
+``preload``, ``start`` (see ``_sparechild``) and ``go``.
 
 Windows has no ``pass_fds``; there the channel is not offered yet and the child-side API
 reports that it is not supervised.
@@ -30,6 +34,7 @@ __all__ = [
     "ENV_CHANGES",
     "ENV_FD",
     "ENV_GENERATION",
+    "ENV_PREPARE",
     "ENV_REASON",
     "ENV_SPAWNED",
     "ENV_TRACK",
@@ -45,6 +50,7 @@ ENV_CHANGES = "AIORELOAD_CHANGES"
 ENV_GENERATION = "AIORELOAD_GENERATION"
 ENV_SPAWNED = "AIORELOAD_SPAWNED_NS"
 ENV_TRACK = "AIORELOAD_TRACK"  # "1": report imported modules (children of aioreload.run)
+ENV_PREPARE = "AIORELOAD_PREPARE"  # "1": import the program, say "prepared", wait for "go"
 SUPPORTED = sys.platform != "win32"
 
 
@@ -99,6 +105,19 @@ class ChildChannel:
         data = encode(op, **fields)
         with self._lock:
             self._sock.sendall(data)
+
+    def receive(self) -> dict[str, Any] | None:
+        """Wait for the supervisor's next message; ``None`` when it is gone."""
+        buffer = b""
+        while b"\n" not in buffer:
+            try:
+                data = self._sock.recv(65536)
+            except OSError:
+                return None
+            if not data:
+                return None
+            buffer += data
+        return decode(buffer.partition(b"\n")[0])
 
     def close(self) -> None:
         """Close the child's end."""

@@ -12,12 +12,20 @@ started. A reload, step by step:
 4. wait until the watcher has settled (quiet period over, no scan running), drain again:
    whatever arrived while the old child was stopping joins this reload;
 5. spawn the new child and settle every ticket gathered.
+
+With held sockets and a child that reported readiness, a reload overlaps instead
+(blue-green): settle, start the new child while the old one serves, wait until it is ready,
+make it the current child, and only then stop the old one (in the background: it finishes
+its in-flight requests while the new one already answers). A new child that exits or is not
+ready within ``ready_timeout`` is stopped and the old one keeps serving, so the socket is
+never without a serving child. Requests that arrive meanwhile wait for the next turn.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,8 +37,10 @@ import anyio.abc
 from ._backoff import Backoff
 from ._bus import EventBus
 from ._childproc import ChildProcess
+from ._notify import PrivateFolder
 from ._process import Guardian, signal_name
 from ._requests import BeforeReload, Kind, ReloadRequest, Request, RequestStream, Ticket
+from ._sockets import Address, HeldSocket, bind, name_of
 from ._types import EventKind, ReloadReason, SpawnError, SupervisorEvent, SupervisorState
 from ._watch import Watcher
 
@@ -54,6 +64,9 @@ class LoopConfig:
     restart_on_crash: bool
     crash_backoff: float
     crash_backoff_max: float
+    sockets: tuple[Address | socket.socket, ...] = ()
+    overlap: bool = True
+    ready_timeout: float = 30.0
 
 
 @dataclass
@@ -86,6 +99,10 @@ class ReloadLoop:
         self._backoff = Backoff(config.crash_backoff, config.crash_backoff_max)
         self._tg: anyio.abc.TaskGroup | None = None
         self._guardian: Guardian | None = None
+        self._children: set[ChildProcess] = set()  # every child whose group may still be alive
+        self.held: tuple[HeldSocket, ...] = ()
+        self._retired: anyio.Event | None = None  # set once the child a successor replaced is gone
+        self._private = PrivateFolder()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> int:
         """Arm the watches, start the first child, report started, then reload until finished.
@@ -93,7 +110,15 @@ class ReloadLoop:
         Returns the exit code of a program that finished for good; cancelling stops the child.
         """
         self.state = SupervisorState.STARTING
-        self._guardian = await Guardian.start(self.config.stop_signal)
+        bound: list[HeldSocket] = []
+        try:
+            bound = self._hold_sockets()
+            self._guardian = await Guardian.start(self.config.stop_signal)
+        except BaseException:
+            for held in bound:
+                held.close()
+            self.state = SupervisorState.CLOSED
+            raise
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -105,14 +130,35 @@ class ReloadLoop:
                     code = await self._consume()
                 finally:
                     with anyio.CancelScope(shield=True):
-                        await self._stop_current()
+                        await self._stop_all()
                 tg.cancel_scope.cancel()
             return code
         finally:
             with anyio.CancelScope(shield=True):
-                await self._stop_current()  # in case the task group itself failed
+                await self._stop_all()  # in case the task group itself failed
                 await self._guardian.aclose()
+                self._private.close()
+                for held in bound:
+                    held.close()
             self.state = SupervisorState.CLOSED
+
+    def _hold_sockets(self) -> list[HeldSocket]:
+        """Bind the sockets to hold (raises ``ConfigError``); returns those we bound (ours to close)."""
+        bound: list[HeldSocket] = []
+        held = []
+        try:
+            for item in self.config.sockets:
+                if isinstance(item, Address):
+                    bound.append(bind(item))
+                    held.append(bound[-1])
+                else:
+                    held.append(HeldSocket(item, name_of(item)))
+        except BaseException:
+            for one in bound:
+                one.close()
+            raise
+        self.held = tuple(held)
+        return bound
 
     # -- consuming requests ------------------------------------------------------------------
 
@@ -162,7 +208,7 @@ class ReloadLoop:
         if child.final_code is not None:
             return child.final_code
         assert self._tg is not None
-        self._tg.start_soon(child.clean_up, self.config.stop_signal, self.config.stop_timeout)
+        self._tg.start_soon(self._clean_up, child)
         if self.config.restart_on_crash and code != 0:
             delay = self._backoff.next(lived=time.monotonic() - child.started)
             logger.info("child crashed; restarting in %.1fs", delay)
@@ -185,6 +231,13 @@ class ReloadLoop:
                 self._emit(EventKind.SKIPPED, None, reason=batch.reason, changes=sorted(batch.changes))
                 batch.settle(None)
                 return None
+        if self._can_overlap():
+            if hook is None:
+                final = await self._settle(batch)
+                if final is not None:
+                    return final
+            await self._overlap(batch)
+            return None
         final = await self._stop_current()  # without a hook this overlaps the debounce
         if final is not None:
             return final
@@ -202,6 +255,109 @@ class ReloadLoop:
             return None
         batch.settle(self.current)
         return None
+
+    def _can_overlap(self) -> bool:
+        """Whether the next child may start while the current one serves (see the docstring)."""
+        child = self.current
+        return (
+            self.config.overlap
+            and bool(self.held)
+            and child is not None
+            and child.alive
+            and not child.stopping
+            and child.ready.is_set()
+        )
+
+    async def _overlap(self, batch: _Batch) -> None:
+        """Start the next child beside the current one; swap once it is ready, else keep the old."""
+        assert batch.reason is not None
+        assert self._tg is not None
+        if self._retired is not None:  # never more than two children: the one serving, the next
+            await self._retired.wait()
+        old = self.current
+        try:
+            candidate = await self._spawn(batch.reason, sorted(batch.changes))
+        except SpawnError as exc:
+            self._emit(EventKind.SPAWN_FAILED, None, reason=batch.reason, message=str(exc))
+            batch.settle(None)
+            return
+        self.state = SupervisorState.RUNNING  # the old one still serves
+        problem = await self._until_ready(candidate)
+        if problem is None:
+            self.current = candidate
+            batch.settle(candidate)
+            if old is not None:
+                self._retired = anyio.Event()
+                self._tg.start_soon(self._retire, old, self._retired)
+            return
+        if candidate.alive:
+            candidate.stopping = True
+            await candidate.stop(self.config.stop_signal, self.config.stop_timeout)
+        else:
+            await self._clean_up(candidate)
+        await candidate.exited.wait()
+        await self._forget(candidate)
+        serving = f"[pid {old.pid}]" if old is not None and old.alive else "nothing (it exited meanwhile)"
+        self._emit(
+            EventKind.RELOAD_FAILED,
+            candidate,
+            returncode=candidate.returncode,
+            message=f"{problem}; still serving {serving}",
+        )
+        batch.settle(None)
+
+    async def _until_ready(self, child: ChildProcess) -> str | None:
+        """Wait until ``child`` is ready: ``None``, or why it will not be."""
+        with anyio.move_on_after(self.config.ready_timeout):
+            async with anyio.create_task_group() as tg:
+
+                async def until(event: anyio.Event) -> None:
+                    await event.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(until, child.ready)
+                tg.start_soon(until, child.exited)
+        if child.ready.is_set():
+            return None
+        if not child.alive:
+            await child.exited.wait()
+            code = child.returncode
+            how = f"died of signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+            return f"the new child {how} before it was ready"
+        return f"the new child was not ready after {self.config.ready_timeout:g} s"
+
+    async def _retire(self, child: ChildProcess, retired: anyio.Event) -> None:
+        """Stop a child that a ready successor replaced (it finishes its in-flight work)."""
+        self._emit(EventKind.STOPPING, child, message=signal_name(self.config.stop_signal))
+        began = time.monotonic()
+        code, killed = await child.stop(self.config.stop_signal, self.config.stop_timeout)
+        await child.exited.wait()
+        await self._forget(child)
+        retired.set()
+        elapsed = time.monotonic() - began
+        self._emit(EventKind.STOPPED, child, returncode=code, elapsed=elapsed, killed=killed)
+
+    async def _clean_up(self, child: ChildProcess) -> None:
+        """After ``child`` exited by itself: stop what it left in its group, then forget it."""
+        await child.clean_up(self.config.stop_signal, self.config.stop_timeout)
+        await self._forget(child)
+
+    async def _forget(self, child: ChildProcess) -> None:
+        """Its group is gone: the watchdog no longer needs to know it."""
+        self._children.discard(child)
+        assert self._guardian is not None
+        await self._guardian.discard(child.pid)
+
+    async def _stop_all(self) -> None:
+        """Stop every child: the current one (with its exit code logic), and any other left."""
+        await self._stop_current()
+        others = [child for child in self._children if child is not self.current]
+        if others:
+            async with anyio.create_task_group() as tg:
+                for child in others:
+                    child.stopping = True
+                    tg.start_soon(child.stop, self.config.stop_signal, self.config.stop_timeout)
+            self._children.difference_update(others)
 
     async def _settle(self, batch: _Batch) -> int | None:
         """Wait for the burst to end, then gather every request that arrived meanwhile."""
@@ -242,7 +398,10 @@ class ReloadLoop:
             changes=changes,
             track_imports=config.watch_imports,
             guardian=self._guardian,
+            held=self.held,
+            notify_path=self._private.next_path(),
         )
+        self._children.add(child)
         self._tg.start_soon(child.follow, self.requests, self._on_message)
         self.state = SupervisorState.RUNNING
         logger.info("started %s [pid %d] (%s)", " ".join(config.command), child.pid, reason.value)
@@ -273,6 +432,7 @@ class ReloadLoop:
             return None
         if not child.alive:  # it exited by itself: what it left in its group goes too
             await child.clean_up(self.config.stop_signal, self.config.stop_timeout)
+            await self._forget(child)
             await child.exited.wait()  # its follower has read what it said before exiting
             if child.final_code is not None and not child.stopping:
                 child.stopping = True  # reported here: its exit notice is no news any more
@@ -285,8 +445,7 @@ class ReloadLoop:
         self._emit(EventKind.STOPPING, child, message=signame)
         began = time.monotonic()
         code, killed = await child.stop(self.config.stop_signal, self.config.stop_timeout)
-        assert self._guardian is not None
-        await self._guardian.watch(0)
+        await self._forget(child)
         self.last_returncode = code
         self.state = SupervisorState.WAITING
         elapsed = time.monotonic() - began

@@ -1,4 +1,4 @@
-"""Spawning, stopping and guarding the child process. Every process-level platform branch lives here.
+r"""Spawning, stopping and guarding the child process. Every process-level platform branch lives here.
 
 OS-level choices, with the options considered:
 
@@ -26,6 +26,15 @@ OS-level choices, with the options considered:
   end-of-file and the watchdog signals the last group (stop signal, SIGKILL after 0.5 s).
   POSIX only; Windows would use a job object (not implemented yet).
 
+* **Held sockets at descriptors 3, 4, ...** (``_sockets``). ``pass_fds`` keeps a descriptor's
+  number, and ``LISTEN_PID`` must be the child's own pid, which the parent cannot put in the
+  environment it passes to ``exec``. ``preexec_fn`` is refused by ``anyio.open_process`` (and
+  unsafe with threads), ``os.posix_spawn`` would lose the event loop's process watcher, and
+  ``dash`` only redirects descriptors 0-9. So the child starts as a tiny shell that moves
+  the descriptors, sets ``LISTEN_PID=$$`` and ``exec``\ s the command (same pid): ``bash``
+  (2 ms), or a Python trampoline where there is no bash (15 ms). Only children with held
+  sockets pay for it.
+
 * **Inherited ignored signals.** Started with SIGINT ignored (``nohup cmd &``), we would pass
   the ignored stop signal on through ``exec``. ``preexec_fn`` could reset it but is unsafe
   with threads; instead, while spawning, an ignored stop signal gets a no-op handler here
@@ -37,8 +46,11 @@ The terminal and job control (Ctrl+Z, ``fg``, ``bg``) live in ``_terminal``.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +61,9 @@ from typing import Any, final
 import anyio
 import anyio.abc
 import anyio.to_thread
+
+if sys.platform != "win32":
+    import fcntl
 
 from ._types import SpawnError
 
@@ -191,6 +206,46 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
+_PYTHON_SHIM = (
+    "import os,sys\n"
+    "n=int(sys.argv[1])\n"
+    "for i,fd in enumerate(sys.argv[2:2+n]):os.dup2(int(fd),3+i);os.close(int(fd))\n"
+    "os.environ['LISTEN_PID']=str(os.getpid())\n"
+    "os.execvp(sys.argv[2+n],sys.argv[2+n:])"
+)
+
+
+def _shim(fds: Sequence[int], argv: Sequence[str]) -> list[str]:
+    """``argv`` behind a shell that puts ``fds`` at 3, 4, ... and sets ``LISTEN_PID``.
+
+    Every one of ``fds`` must be at 3 + len(fds) or above, so that no move overwrites one
+    still to be moved.
+    """
+    bash = _bash()
+    if bash is not None:
+        moves = " ".join(f"{target}<&{fd} {fd}<&-" for target, fd in enumerate(fds, 3))
+        return [bash, "-c", f'exec {moves}; LISTEN_PID=$$ exec "$0" "$@"', *argv]
+    return [sys.executable, "-I", "-S", "-c", _PYTHON_SHIM, str(len(fds)), *map(str, fds), *argv]
+
+
+@functools.lru_cache(maxsize=1)
+def _bash() -> str | None:
+    if os.environ.get("AIORELOAD_NO_BASH") == "1":  # the tests' way to the Python trampoline
+        return None
+    return shutil.which("bash")
+
+
+def _check_runnable(program: str, env: Mapping[str, str]) -> None:
+    """Raise :class:`SpawnError` as ``exec`` would fail, for a program started through a shell."""
+    found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if found is None:  # the causes are what exec would have raised, for the exit code (126, 127)
+        if os.sep in program and os.path.exists(program):
+            denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+            raise SpawnError(f"cannot execute {program!r}: permission denied") from denied
+        missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        raise SpawnError(f"command not found: {program!r} (is it installed and on PATH?)") from missing
+
+
 @final
 class Child:
     """One running child process and the process group it leads.
@@ -217,12 +272,14 @@ class Child:
         env: Mapping[str, str],
         cwd: str | None,
         pass_fds: Sequence[int] = (),
+        listen_fds: Sequence[int] = (),
         stop_signal: int,
     ) -> Child:
         """Start ``argv`` in a new session (POSIX) or process group (Windows).
 
         stdin, stdout and stderr are inherited, so a chatty child can never block on a pipe
-        nobody reads.
+        nobody reads. ``listen_fds`` land at descriptors 3, 4, ... in the child, with
+        ``LISTEN_PID`` set to its pid (POSIX; ``pass_fds`` must not be among 3..3+N-1).
 
         Raises:
             SpawnError: the program is missing or cannot be executed.
@@ -233,6 +290,13 @@ class Child:
         else:
             kwargs["start_new_session"] = True
             kwargs["pass_fds"] = tuple(pass_fds)
+        high: list[int] = []
+        if listen_fds:
+            _check_runnable(argv[0], env)  # the shell would only say so in the child's output
+            # Copies above the target range, for the shell to move; ours are closed below.
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + len(listen_fds)) for fd in listen_fds]
+            argv = _shim(high, argv)
+            kwargs["pass_fds"] += tuple(high)
         started = time.monotonic()
         try:
             with _default_disposition(stop_signal):
@@ -245,6 +309,9 @@ class Child:
             raise SpawnError(f"cannot execute {argv[0]!r}: permission denied") from exc
         except OSError as exc:
             raise SpawnError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        finally:
+            for fd in high:
+                os.close(fd)
         return cls(process, started)
 
     @property
@@ -342,16 +409,22 @@ class Child:
         return code
 
 
-# The watchdog: remember the last group id written to us; on end of input (the supervisor is
-# gone), signal that group, give it half a second, then kill it. "0" means "no child now".
+# The watchdog: remember the last line of group ids written to us; on end of input (the
+# supervisor is gone), signal those groups, give them half a second, then kill them. "0" means
+# "no child now"; during an overlapping reload there are two groups.
 _GUARDIAN_SCRIPT = """
-pg=0
-while IFS= read -r line; do pg=$line; done
-[ "$pg" = 0 ] && exit 0
-kill -s "$1" -- "-$pg" 2>/dev/null || exit 0
+pgs=0
+while IFS= read -r line; do pgs=$line; done
+[ "$pgs" = 0 ] && exit 0
+for pg in $pgs; do kill -s "$1" -- "-$pg" 2>/dev/null; done
 i=0
-while [ $i -lt 10 ] && kill -s 0 -- "-$pg" 2>/dev/null; do sleep 0.05; i=$((i+1)); done
-kill -s KILL -- "-$pg" 2>/dev/null
+while [ $i -lt 10 ]; do
+  alive=
+  for pg in $pgs; do kill -s 0 -- "-$pg" 2>/dev/null && alive=1; done
+  [ -z "$alive" ] && exit 0
+  sleep 0.05; i=$((i+1))
+done
+for pg in $pgs; do kill -s KILL -- "-$pg" 2>/dev/null; done
 exit 0
 """
 
@@ -365,6 +438,7 @@ class Guardian:
 
     def __init__(self, process: anyio.abc.Process | None) -> None:
         self._process = process
+        self._groups: set[int] = set()
 
     @classmethod
     async def start(cls, stop_signal: int) -> Guardian:
@@ -385,16 +459,27 @@ class Guardian:
         """The watchdog's process id (``None`` on Windows)."""
         return None if self._process is None else self._process.pid
 
-    async def watch(self, pgid: int) -> None:
-        """Tell the watchdog which process group to clean up (0: none)."""
+    async def add(self, pgid: int) -> None:
+        """Have the watchdog clean up group ``pgid`` too."""
+        self._groups.add(pgid)
+        await self._tell()
+
+    async def discard(self, pgid: int) -> None:
+        """Group ``pgid`` is gone: forget it."""
+        self._groups.discard(pgid)
+        await self._tell()
+
+    async def _tell(self) -> None:
+        line = " ".join(str(pgid) for pgid in sorted(self._groups)) or "0"
         if self._process is not None and self._process.stdin is not None:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await self._process.stdin.send(b"%d\n" % pgid)
+                await self._process.stdin.send(line.encode() + b"\n")
 
     async def aclose(self) -> None:
         """Tell the watchdog there is nothing to clean, end it and reap it."""
         if self._process is None:
             return
         with anyio.CancelScope(shield=True):
-            await self.watch(0)
+            self._groups.clear()
+            await self._tell()
             await self._process.aclose()

@@ -9,6 +9,7 @@ stream the loop consumes.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -77,6 +78,18 @@ class Supervisor:
         crash_backoff: First restart delay in seconds.
         crash_backoff_max: Cap on the restart delay in seconds.
         gitignore: Also ignore what the ``.gitignore`` files under the watch roots ignore.
+        sockets: Listening sockets to hold for the children (POSIX): addresses to bind
+            (``"127.0.0.1:8000"``, ``"[::1]:8000"``, ``":8000"``, ``"unix:/run/app.sock"``) or
+            sockets already listening (yours to close). Bound once, on entering, and handed
+            to every child as descriptors 3, 4, ... with ``LISTEN_FDS``, ``LISTEN_PID`` and
+            ``LISTEN_FDNAMES`` (``uvicorn --fd 3``; :func:`aioreload.sockets`), so
+            connections wait in the backlog during a reload instead of being refused.
+        overlap: With held sockets and a child that reported readiness (:func:`aioreload.ready`
+            or ``READY=1`` on its ``NOTIFY_SOCKET``), start the new child while the old one
+            serves and stop the old one once the new one is ready; a new child that exits or
+            is not ready within ``ready_timeout`` is stopped and the old one keeps serving.
+            ``False`` for programs that must never run twice at once.
+        ready_timeout: Seconds an overlapping reload waits for the new child to be ready.
 
     Raises:
         ConfigError: an option is invalid (one line naming it and the fix).
@@ -103,8 +116,13 @@ class Supervisor:
         crash_backoff: float = 0.5,
         crash_backoff_max: float = 30.0,
         gitignore: bool = False,
+        sockets: Iterable[str | socket.socket] = (),
+        overlap: bool = True,
+        ready_timeout: float = 30.0,
     ) -> None:
         self._command = _validate.command(command)
+        held = _validate.sockets(sockets)
+        ready_timeout = _validate.seconds("ready_timeout", ready_timeout, positive=True)
         extensions = _validate.extensions(extensions)
         self._stop_signal = (
             default_stop_signal() if stop_signal is None else _validate.stop_signal(stop_signal)
@@ -158,6 +176,9 @@ class Supervisor:
             restart_on_crash=restart_on_crash,
             crash_backoff=crash_backoff,
             crash_backoff_max=crash_backoff_max,
+            sockets=held,
+            overlap=overlap,
+            ready_timeout=ready_timeout,
         )
         self._loop = ReloadLoop(config, watcher, self._requests, self._bus)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -220,6 +241,11 @@ class Supervisor:
         """How many OS watches (or polled folders) the supervisor holds now."""
         watcher = self._loop.watcher
         return 0 if watcher is None else watcher.watch_count
+
+    @property
+    def sockets(self) -> tuple[str, ...]:
+        """The addresses of the held sockets, once entered (a port 0 shows the port chosen)."""
+        return tuple(held.name for held in self._loop.held)
 
     @property
     def guardian_pid(self) -> int | None:

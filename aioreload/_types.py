@@ -109,6 +109,10 @@ class EventKind(str, enum.Enum):
     """``before_reload`` returned ``False``: the reload was cancelled, the child keeps running."""
     SPAWN_FAILED = "spawn-failed"
     """A restart could not spawn the command (``message``); the supervisor waits for a change."""
+    RELOAD_FAILED = "reload-failed"
+    """An overlapping reload's new child exited, or was not ready in time (``message`` says
+    which; ``generation``, ``pid`` and ``returncode`` are its own). It was stopped and the
+    previous child keeps serving; the next change or trigger tries again."""
 
     def __str__(self) -> str:
         return self.value

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 import signal
+import socket
 import sys
 from collections.abc import Iterable
 
+from ._sockets import Address
+from ._sockets import parse as parse_address
 from ._types import ConfigError
 
-__all__ = ["command", "extensions", "seconds", "stop_signal"]
+__all__ = ["command", "extensions", "seconds", "sockets", "stop_signal"]
 
 
 def seconds(name: str, value: object, *, positive: bool = False) -> float:
@@ -116,3 +119,26 @@ def command(value: object) -> tuple[str, ...]:
     if not items[0]:
         raise ConfigError("empty command: the program name is '' (name the program to run)")
     return items
+
+
+def sockets(values: Iterable[object]) -> tuple[Address | socket.socket, ...]:
+    """Addresses to bind (parsed) and listening sockets to hand on, as given.
+
+    Raises:
+        ConfigError: a malformed address, something that is neither, or any on Windows.
+    """
+    if isinstance(values, (str, bytes)):
+        raise ConfigError(f"sockets must be a list of addresses, got the string {values!r}; use [{values!r}]")
+    out: list[Address | socket.socket] = []
+    for value in values:
+        if isinstance(value, socket.socket):
+            out.append(value)
+        elif isinstance(value, str):
+            out.append(parse_address(value))
+        else:
+            raise ConfigError(
+                f"a socket must be an address such as '127.0.0.1:8000' or a socket, got {value!r}"
+            )
+    if out and sys.platform == "win32":
+        raise ConfigError("held sockets need a POSIX system (Linux, macOS); remove --socket on Windows")
+    return tuple(out)

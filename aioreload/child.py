@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import final
@@ -30,12 +31,16 @@ __all__ = [
     "ready",
     "report_ready",
     "request_reload",
+    "sockets",
     "trigger_reload",
 ]
 
 _lock = threading.Lock()
 _channel: _ipc.ChildChannel | None = None
 _opened = False
+_sockets: list[socket.socket] | None = None
+
+_LISTEN_FDS_START = 3  # the socket-activation protocol's first descriptor (sd_listen_fds)
 
 
 def _get_channel() -> _ipc.ChildChannel | None:
@@ -63,6 +68,29 @@ def _send(op: str, **fields: object) -> None:
         channel.send(op, **fields)
     except OSError as exc:
         raise NotSupervisedError(f"the aioreload supervisor is gone ({exc.strerror or exc})") from exc
+
+
+def _prepared() -> None:
+    """Where a program that knows its own module has imported it (``run``, ``_target``, ``_serve``).
+
+    Told to prepare (the supervisor keeps the old child running until the new code imports),
+    say so and wait for the word to go; a supervisor that went away meanwhile ends us.
+    """
+    if os.environ.pop(_ipc.ENV_PREPARE, None) != "1":
+        return
+    channel = _get_channel()
+    if channel is None:
+        return
+    try:
+        channel.send("prepared")
+    except OSError:
+        raise SystemExit(0) from None
+    while True:
+        message = channel.receive()
+        if message is None:
+            raise SystemExit(0)
+        if message["op"] == "go":
+            return
 
 
 def is_supervised() -> bool:
@@ -138,3 +166,43 @@ def last_reload() -> ReloadInfo | None:
         changes = ()
     generation = os.environ.get(_ipc.ENV_GENERATION, "0")
     return ReloadInfo(parsed, changes, int(generation) if generation.isdigit() else 0)
+
+
+def sockets() -> list[socket.socket]:
+    """The listening sockets handed to this process, in order (``--socket``, socket activation).
+
+    They come as descriptors 3, 4, ... named by ``LISTEN_FDS`` and ``LISTEN_PID``, the protocol
+    systemd uses, so the same program works under aioreload and under a ``.socket`` unit. The
+    same objects are returned on every call; an empty list when none were handed to this
+    process (``LISTEN_PID`` names another process, or is missing).
+
+    Example::
+
+        import asyncio, aioreload
+
+        async def main() -> None:
+            (listener,) = aioreload.sockets()
+            server = await asyncio.start_server(handle, sock=listener)
+            await aioreload.ready()
+            await server.serve_forever()
+    """
+    global _sockets
+    with _lock:
+        if _sockets is None:
+            _sockets = _inherited_sockets()
+        return list(_sockets)
+
+
+def _inherited_sockets() -> list[socket.socket]:
+    count = os.environ.get("LISTEN_FDS", "")
+    if not count.isdigit() or os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    found = []
+    for fd in range(_LISTEN_FDS_START, _LISTEN_FDS_START + int(count)):
+        try:
+            sock = socket.socket(fileno=fd)  # family and type are read from the descriptor
+        except OSError:
+            continue  # not open, or not a socket: the variables lie
+        os.set_inheritable(fd, False)  # our own children must not serve on it behind our back
+        found.append(sock)
+    return found
