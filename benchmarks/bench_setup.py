@@ -25,7 +25,11 @@ PROVENANCE = WORK / "installed-aioreload.json"
 
 # The peers under test, plus what the harness itself needs. watchdog is hupper's documented
 # optional backend: without it hupper falls back to stat-polling every reload_interval (1 s).
-PYTHON_PACKAGES = ["watchfiles", "hupper", "uvicorn", "watchdog", "psutil", "matplotlib"]
+# fastapi, sqlalchemy and pydantic make the ASGI scenario's application (asgi_fastapi/).
+PYTHON_PACKAGES = [
+    "watchfiles", "hupper", "uvicorn", "watchdog", "psutil", "matplotlib",
+    "fastapi", "sqlalchemy", "pydantic",
+]  # fmt: skip
 NODE_PACKAGES = ["nodemon"]
 
 

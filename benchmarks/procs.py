@@ -60,9 +60,15 @@ def bench_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 class Proc:
-    """One tool process with its stdout read line by line in a thread."""
+    """One tool process with its stdout read line by line in a thread.
 
-    def __init__(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> None:
+    With ``capture=False`` its stdout goes straight to the log file instead (no reader thread,
+    no START lines): for servers that print a line per request, measured over HTTP instead.
+    """
+
+    def __init__(
+        self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path, capture: bool = True
+    ) -> None:
         self.argv = list(argv)
         self.log_path = log
         self._log: IO[bytes] = open(log, "ab")  # noqa: SIM115  (closed in close())
@@ -75,14 +81,16 @@ class Proc:
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if capture else self._log,
             stderr=self._log,
             start_new_session=True,
         )
         self.pid = self.popen.pid
         self.known: dict[int, psutil.Process] = {}
-        self._reader = threading.Thread(target=self._read, name=f"reader-{self.pid}", daemon=True)
-        self._reader.start()
+        self._reader: threading.Thread | None = None
+        if capture:
+            self._reader = threading.Thread(target=self._read, name=f"reader-{self.pid}", daemon=True)
+            self._reader.start()
 
     def _read(self) -> None:
         stdout = self.popen.stdout
@@ -188,8 +196,9 @@ class Proc:
             self.popen.wait(5)
         psutil.wait_procs([p for p in self.known.values() if p.pid != self.pid], timeout=2.0)
         leftovers = sweep()
-        self._reader.join(timeout=5)
-        if not self._reader.is_alive():  # closing under a blocked reader would hang
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        if self._reader is None or not self._reader.is_alive():  # closing under a blocked reader would hang
             if self.popen.stdout is not None:
                 self.popen.stdout.close()
             self._log.close()

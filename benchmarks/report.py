@@ -279,13 +279,18 @@ Method:
 """
 
 
-def write_all(res: Results, cfg: Config, tools: Sequence[Tool], command: str, elapsed: float) -> str:
+def write_all(
+    res: Results, cfg: Config, tools: Sequence[Tool], command: str, elapsed: float, extra: str = ""
+) -> str:
+    """Write results.md (``extra``, the ASGI section, goes at its end), results.json and the chart."""
     body = tables(res, tools)
     info = machine_info()
     notes = "\n".join(f"- {n}" for n in res.notes) or "- none"
     text = "# aioreload benchmark results\n\n" + "\n".join(f"- {k}: {v}" for k, v in info.items())
     text += f"\n- run time: {elapsed / 60:.1f} min\n\n{method(cfg, tools, command)}\n## Results\n\n{body}"
     text += f"\n## Anomalies seen during the run\n\n{notes}\n\n![edit latency](latency.png)\n"
+    if extra:
+        text += "\n" + extra
     (BENCH / "results.md").write_text(text)
     raw = {
         "samples": {m: {t: dict(r) for t, r in v.items()} for m, v in res.samples.items()},

@@ -1,8 +1,10 @@
 """Benchmark aioreload against watchfiles, uvicorn --reload, hupper and nodemon.
 
-Usage: ``python benchmarks/run.py [--quick]`` from anywhere, with any Python >= 3.10. The first
-step creates benchmarks/.work/venv (peers, psutil, matplotlib, aioreload from this checkout) and
-benchmarks/.work/node (nodemon), then re-runs this script with that venv's Python.
+Usage: ``python benchmarks/run.py [--quick] [--scenario asgi]`` from anywhere, with any
+Python >= 3.10. The first step creates benchmarks/.work/venv (peers, psutil, matplotlib, the
+ASGI app's packages, aioreload from this checkout) and benchmarks/.work/node (nodemon), then
+re-runs this script with that venv's Python. ``--scenario asgi`` runs only the ASGI serving
+scenario (asgi.py) and replaces only its section of results.md.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_setup  # stdlib only; everything else needs the benchmark venv
+
+if TYPE_CHECKING:
+    from scenarios import Config, Results
+    from tools import Tool
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,9 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick", action="store_true", help="1 round of 5 edits/triggers, idle with 10,000 files only"
     )
-    parser.add_argument("--tools", help="comma-separated subset of tools (default: all)")
+    parser.add_argument(
+        "--scenario",
+        choices=("all", "reload", "asgi"),
+        default="all",
+        help="reload: the child-process scenarios only; asgi: the ASGI serving scenario only (default: all)",
+    )
+    parser.add_argument("--tools", help="comma-separated subset of tools, of either scenario (default: all)")
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
     parser.add_argument("--edits", type=int, help="override edits (and triggers) per tool per round")
+    parser.add_argument("--reloads", type=int, help="override the ASGI scenario's reloads under load")
     parser.add_argument("--no-idle", action="store_true", help="skip the idle scenario")
     parser.add_argument("--no-setup", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -44,9 +58,24 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def bench(args: argparse.Namespace, command: str) -> int:
-    import procs
-    import report
+def _names(args: argparse.Namespace) -> tuple[list[str] | None, list[str] | None]:
+    """``--tools`` split between the two tool lists (``None``: all of that list)."""
+    import asgi
+    import tools
+
+    if not args.tools:
+        return None, None
+    names = args.tools.split(",")
+    classic = {t.name for t in tools.TOOLS}
+    served = {t.name for t in asgi.ASGI_TOOLS}
+    unknown = set(names) - classic - served
+    if unknown:
+        raise SystemExit(f"unknown tools: {sorted(unknown)}; known: {sorted(classic | served)}")
+    return [n for n in names if n in classic], [n for n in names if n in served]
+
+
+def _classic(args: argparse.Namespace, names: list[str] | None) -> tuple[Results, Config, list[Tool]] | None:
+    """The child-process scenarios; their results, config and tools (``None``: no tool chosen)."""
     import scenarios
     import tools
     from bench_setup import WORK
@@ -65,8 +94,57 @@ def bench(args: argparse.Namespace, command: str) -> int:
         idle_seconds=3.0 if quick else 10.0,
         idle_settle=1.0 if quick else 3.0,
     )
-    chosen = tools.select(args.tools.split(",") if args.tools else None)
+    if names == []:
+        return None
+    chosen = tools.select(names)
     res = scenarios.Results()
+    trees = {t.name: tools.tool_tree(t) for t in chosen}
+    cold_tree = next(iter(trees.values()))
+    for rnd in range(rounds):
+        print(f"round {rnd + 1}/{rounds}", flush=True)
+        scenarios.cold_start(edits, rnd, res, cold_tree)
+        for tool in chosen[rnd % len(chosen) :] + chosen[: rnd % len(chosen)]:
+            print(f"  {tool.name}", flush=True)
+            scenarios.session(tool, trees[tool.name], rnd, cfg, res)
+            scenarios.burst_session(tool, trees[tool.name], rnd, cfg, res)
+    idle_tools = [t for t in chosen if t.idle]
+    for k, size in enumerate(cfg.idle_sizes):
+        print(f"idle tree with {size:,} files", flush=True)
+        tree = tools.make_tree(WORK / f"idle-{size}", size, folder="files")
+        for tool in idle_tools[k % len(idle_tools) :] + idle_tools[: k % len(idle_tools)]:
+            scenarios.idle(tool, tree, size, cfg, res)
+    return res, cfg, chosen
+
+
+def _asgi(args: argparse.Namespace, names: list[str] | None, command: str) -> str:
+    """The ASGI serving scenario; its section of results.md ("" when no tool of it was chosen)."""
+    import asgi
+    import asgi_report
+    import scenarios
+
+    if names == []:
+        return ""
+    began = time.monotonic()
+    cfg = asgi.AsgiConfig(
+        rounds=args.rounds or (1 if args.quick else 3),
+        edits=args.edits or 5,
+        reloads=args.reloads or (6 if args.quick else 12),
+    )
+    res = scenarios.Results()
+    chosen = asgi.select(names, res)
+    if chosen:
+        asgi.run(chosen, cfg, res)
+    asgi_report.save_json(res)
+    return asgi_report.section(res, chosen, cfg, command, time.monotonic() - began)
+
+
+def bench(args: argparse.Namespace, command: str) -> int:
+    import asgi_report
+    import procs
+    import report
+    from bench_setup import WORK
+
+    classic_names, asgi_names = _names(args)
     (WORK / "logs").mkdir(parents=True, exist_ok=True)
     for log in (WORK / "logs").glob("*.log"):
         log.unlink()
@@ -76,25 +154,24 @@ def bench(args: argparse.Namespace, command: str) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     try:
-        trees = {t.name: tools.tool_tree(t) for t in chosen}
-        cold_tree = next(iter(trees.values()))
-        for rnd in range(rounds):
-            print(f"round {rnd + 1}/{rounds}", flush=True)
-            scenarios.cold_start(edits, rnd, res, cold_tree)
-            for tool in chosen[rnd % len(chosen) :] + chosen[: rnd % len(chosen)]:
-                print(f"  {tool.name}", flush=True)
-                scenarios.session(tool, trees[tool.name], rnd, cfg, res)
-                scenarios.burst_session(tool, trees[tool.name], rnd, cfg, res)
-        idle_tools = [t for t in chosen if t.idle]
-        for k, size in enumerate(cfg.idle_sizes):
-            print(f"idle tree with {size:,} files", flush=True)
-            tree = tools.make_tree(WORK / f"idle-{size}", size, folder="files")
-            for tool in idle_tools[k % len(idle_tools) :] + idle_tools[: k % len(idle_tools)]:
-                scenarios.idle(tool, tree, size, cfg, res)
-        body = report.write_all(res, cfg, chosen, command, time.monotonic() - began)
-        print()
-        print(body)
-        print(f"wrote {bench_setup.BENCH / 'results.md'} and {bench_setup.BENCH / 'latency.png'}")
+        classic = _classic(args, classic_names) if args.scenario in ("all", "reload") else None
+        served = ""
+        if args.scenario in ("all", "asgi"):
+            served = _asgi(args, asgi_names, command)
+        if classic is not None:
+            res, cfg, chosen = classic
+            # A run without the ASGI scenario keeps the ASGI section results.md already has.
+            extra = served or asgi_report.existing_section()
+            body = report.write_all(res, cfg, chosen, command, time.monotonic() - began, extra)
+            print()
+            print(body)
+            print(f"wrote {bench_setup.BENCH / 'results.md'} and {bench_setup.BENCH / 'latency.png'}")
+        elif served:
+            asgi_report.update_results_md(served)
+        if served:
+            print()
+            print(served)
+            print(f"wrote the ASGI section of {bench_setup.BENCH / 'results.md'}")
         return 0
     finally:
         left = procs.sweep()
@@ -135,7 +212,7 @@ def _lock() -> bool:
 
 def main() -> int:
     args = _parser().parse_args()
-    command = "python benchmarks/run.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python benchmarks/run.py", *(a for a in sys.argv[1:] if a != "--no-setup")])
     if not _lock():
         return 1
     if not _in_bench_venv():
