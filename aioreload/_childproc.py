@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import socket
 import sys
 import time
@@ -49,6 +50,7 @@ def child_env(
     fd: int | None,
     held: Sequence[_sockets.HeldSocket] = (),
     notify: str | None = None,
+    prepare: bool = False,
 ) -> dict[str, str]:
     """The environment of a new child: ``base`` plus what aioreload tells it.
 
@@ -56,6 +58,8 @@ def child_env(
     is the child's private one, never the supervisor's own.
     """
     env = _sockets.listen_env(base, held)
+    for name in ("WATCHDOG_USEC", "WATCHDOG_PID"):  # systemd's, for the supervisor alone
+        env.pop(name, None)
     if notify is None:
         env.pop(_notify.ENV, None)
     else:
@@ -76,6 +80,10 @@ def child_env(
         env.pop(_ipc.ENV_FD, None)
     else:
         env[_ipc.ENV_FD] = str(fd)
+    if prepare:
+        env[_ipc.ENV_PREPARE] = "1"
+    else:
+        env.pop(_ipc.ENV_PREPARE, None)
     return env
 
 
@@ -88,6 +96,7 @@ class ChildProcess:
         reason: Why it was started.
         changes: The changed paths behind its start.
         ready: Set when its program reported readiness.
+        prepared: Set when its program imported its own module and waits for ``go``.
         exited: Set once it has exited and its channel is drained.
         final_code: Set when its program said it finished for good (``aioreload.run``).
         stopping: The supervisor is stopping it (its exit is no surprise).
@@ -112,8 +121,13 @@ class ChildProcess:
         self._notify = notify
         self.status = ""
         """The last ``STATUS=`` its program sent on its notify socket."""
+        self.launched = process.started
+        """When its program was told to run (monotonic): a spare is spawned long before."""
+        self.from_spare = False
+        self.launch_elapsed = 0.0
         self.spawned_ns = spawned_ns
         self.ready = anyio.Event()
+        self.prepared = anyio.Event()
         self.exited = anyio.Event()
         self.final_code: int | None = None
         self.stopping = False
@@ -138,6 +152,7 @@ class ChildProcess:
         guardian: Guardian,
         held: Sequence[_sockets.HeldSocket] = (),
         notify_path: str | None = None,
+        prepare: bool = False,
     ) -> ChildProcess:
         """Start ``command`` with a fresh channel; the guardian learns its process group.
 
@@ -169,6 +184,7 @@ class ChildProcess:
                 fd=None if theirs is None else theirs.fileno(),
                 held=held,
                 notify=None if notify is None else notify.path,
+                prepare=prepare,
             )
             with anyio.CancelScope(shield=True):  # a spawned child is always adopted
                 process = await Child.spawn(
@@ -302,10 +318,40 @@ class ChildProcess:
             if not self.ready.is_set():
                 self.ready.set()
                 on_message(self, op, message)
-        elif op in ("reload", "files"):
+        elif op == "prepared":
+            self.prepared.set()
+        elif op in ("reload", "files", "modules", "warm"):
             on_message(self, op, message)
         else:
             logger.debug("ignoring unknown message %r from pid %d", op, self.pid)
+
+    async def send(self, op: str, **fields: Any) -> None:
+        """Send one message to its program (a spare, or one told to prepare).
+
+        Raises:
+            OSError: it is gone.
+        """
+        await self._send_bytes(_ipc.encode(op, **fields))
+
+    async def send_frame(self, message: Mapping[str, Any]) -> None:
+        """Send one message to a spare's bootstrap: a length, then ``marshal`` version 4 of it.
+
+        Raises:
+            OSError: it is gone.
+        """
+        payload = marshal.dumps(dict(message), 4)
+        await self._send_bytes(len(payload).to_bytes(4, "big") + payload)
+
+    async def _send_bytes(self, data: bytes) -> None:
+        if self._channel is None:
+            raise OSError("no channel to this child")
+        view = memoryview(data)
+        self._channel.setblocking(False)
+        while view:
+            try:
+                view = view[self._channel.send(view) :]
+            except BlockingIOError:
+                await anyio.wait_writable(self._channel)
 
     async def stop(self, signum: int, timeout: float) -> tuple[int, bool]:
         """Stop its process group gracefully (``signum``, ``timeout``, then SIGKILL).

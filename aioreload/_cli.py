@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 from . import __version__, _validate
 from ._config import OPTIONS, Options, load_config, resolve
 from ._filter import PathFilter, split_watch
+from ._sdnotify import SystemdNotifier
 from ._sockets import inherited
 from ._target import TARGET, find_module
 from ._types import ConfigError
@@ -69,6 +70,12 @@ and handed to every child as descriptors 3, 4, ... with LISTEN_FDS, LISTEN_PID a
 LISTEN_FDNAMES (systemd's socket activation). Started by socket activation itself, aioreload
 hands on the sockets it was given instead. While no child accepts, connections wait.
 
+warm spare: for a Python program (python script.py, python -m module, a console script whose
+#! names Python, MODULE:FUNCTION, serve), a fresh interpreter waits with the libraries the
+program imported (standard library and installed packages only, never your project) and becomes
+the next child in milliseconds. Thrown away when any file it loaded, the installed packages or
+the interpreter changed. --no-spare to start every child cold; -v says what was preloaded.
+
 overlap: with held sockets, a child that reports readiness (aioreload.ready(), or READY=1 on
 the NOTIFY_SOCKET each child gets) is replaced blue-green: the new one starts while the old
 one serves, and the old one is stopped once the new one is ready. A new child that exits or
@@ -113,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
         help="folder, file or glob (conf/*.toml) to watch (repeatable; default: .)",
     )
     add(
+        "--no-watch",
+        action="store_true",
+        help="watch nothing: reload only on SIGHUP, `aioreload reload` or the child's request (production)",
+    )
+    add(
         "-i",
         "--ignore",
         action="append",
@@ -154,6 +166,13 @@ def _parser() -> argparse.ArgumentParser:
         help="hold a listening socket for the child: HOST:PORT, [IPv6]:PORT, :PORT, unix:PATH (repeatable)",
     )
     add("--overlap", action=on_off, help="start the new child before stopping the old one (default: on)")
+    add("--spare", action=on_off, help="keep a warm spare interpreter for Python programs (default: on)")
+    add(
+        "--spare-exclude",
+        action="append",
+        metavar="MODULE",
+        help="a module the spare must not import early (repeatable)",
+    )
     add(
         "--ready-timeout",
         type=float,
@@ -202,6 +221,7 @@ def _reload_command(argv: Sequence[str]) -> int:
 
 
 def _describe(watch: Sequence[str]) -> str:
+    """What the first status line says is watched: one path as given, or how many."""
     if len(watch) != 1:
         return f"{len(watch)} paths"
     relative = os.path.relpath(watch[0])
@@ -216,6 +236,7 @@ async def _supervise(
     roots: list[Path],
     keep: PathFilter,
     sockets: Sequence[str | socket.socket],
+    notifier: SystemdNotifier,
 ) -> int:
     from ._foreground import count_files, run_in_foreground
     from ._supervisor import Supervisor
@@ -224,12 +245,15 @@ async def _supervise(
         command,
         sockets=sockets,
         overlap=options.overlap,
+        spare=options.spare,
+        spare_exclude=options.spare_exclude,
+        _prepare=target,
         watch=options.watch,
         ignore=options.ignore,
         extensions=options.ext,
         poll=options.poll,
         stop_signal=options.stop_signal,
-        watch_imports=target,
+        watch_imports=target and bool(options.watch),
         restart_on_crash=options.restart_on_crash,
         gitignore=options.gitignore,
         **options.durations(),  # the others keep the Supervisor's defaults (the help quotes them)
@@ -238,7 +262,7 @@ async def _supervise(
     def count(stop: threading.Event) -> int:
         return count_files(roots, keep, stop)
 
-    return await run_in_foreground(supervisor, status, control=os.getcwd(), count=count)
+    return await run_in_foreground(supervisor, status, control=os.getcwd(), count=count, notifier=notifier)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _validate.command(command)
         settings, path = load_config(Path.cwd())
         options = resolve({name: getattr(args, name) for name in OPTIONS}, settings, path)
+        if args.no_watch:
+            options.watch = []
         # The watch roots and the filter the supervisor builds too (it resolves them the same
         # way): checked here, before anything starts, and used to count what is watched.
         roots, include = split_watch(options.watch, Path.cwd())
@@ -287,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    # Started by systemd: speak its notify protocol (READY=1 after lifespan startup for serve).
+    notifier = SystemdNotifier.from_environ(os.environ, wait_ready=serve)
     # Started by socket activation (systemd): hand on what we were given instead of binding.
     sockets: list[str | socket.socket] = [held.socket for held in inherited(os.environ)]
     if not sockets:
@@ -308,8 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet=options.quiet,
         clear=options.clear,
         restart_on_crash=options.restart_on_crash,
-        watching=_describe(options.watch),
-        imports=target,
+        watching=_describe(options.watch) if options.watch else "",
+        imports=target and bool(options.watch),
+        verbose=bool(options.verbose),
     )
     if options.verbose:
         source = f"{options.config_file} and flags" if options.config_file else "flags"
@@ -321,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         child = command
     try:
-        return anyio.run(_supervise, options, child, status, target, roots, keep, sockets)
+        return anyio.run(_supervise, options, child, status, target, roots, keep, sockets, notifier)
     except ConfigError as exc:
         status.line(f"error: {exc}", error=True)
         return 2

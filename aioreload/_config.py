@@ -44,6 +44,8 @@ OPTIONS: dict[str, str] = {
     "socket": "sockets",
     "overlap": "bool",
     "ready_timeout": "seconds",
+    "spare": "bool",
+    "spare_exclude": "strings",
     "clear": "bool",
     "quiet": "bool",
     "verbose": "bool",
@@ -80,6 +82,8 @@ class Options:
     socket: list[str] = field(default_factory=list)
     overlap: bool = True
     ready_timeout: float | None = None
+    spare: bool = True
+    spare_exclude: list[str] = field(default_factory=list)
     clear: bool = False
     quiet: bool = False
     verbose: bool = False

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, TextIO
 import anyio
 import anyio.to_thread
 
+from ._sdnotify import SystemdNotifier
 from ._terminal import Terminal, handle_job_control, job_control_signals
 from ._types import (
     ConfigError,
@@ -118,6 +119,7 @@ class Status:
         restart_on_crash: The supervisor restarts a crashed child by itself.
         watching: What is watched (``src``, ``3 paths``...), for the first line.
         imports: Imported modules are watched too.
+        verbose: Also report the warm spare's preparation.
     """
 
     def __init__(
@@ -131,8 +133,10 @@ class Status:
         restart_on_crash: bool = False,
         watching: str = "",
         imports: bool = False,
+        verbose: bool = False,
     ) -> None:
         self.command = " ".join(command)
+        self.verbose = verbose
         self.stream = stream
         self.quiet = quiet
         self.color = use_color(stream) if color is None else color
@@ -145,12 +149,14 @@ class Status:
         self._stop_signal = ""
         self._stopped = ""
         self.watched_files: Callable[[], int] = lambda: 0
+        self.on_line: Callable[[str], None] = lambda text: None  # systemd's STATUS=, say
         self.sockets: Callable[[], Sequence[str]] = tuple
         self._mute = False  # the stream failed once: say nothing more
         self._newest = 0  # the generation of the newest child started
 
     def line(self, text: str, *, error: bool = False, tone: str = "") -> None:
         """Print one status line (errors even when quiet); ``tone`` is ok, note or error."""
+        self.on_line(text)
         if self.quiet and not error:
             return
         tone = "error" if error else tone
@@ -222,6 +228,9 @@ class Status:
             self.line(f"{self.command} {_describe_exit(code)}{then}", error=failed, tone="note")
         elif kind is EventKind.SKIPPED:
             self.line("reload cancelled by before_reload", tone="note")
+        elif kind is EventKind.SPARE_READY:
+            if self.verbose:
+                self.line(f"spare [pid {event.pid}] ready: {event.message} preloaded in {_ms(event.elapsed)}")
         elif kind is EventKind.SPAWN_FAILED or kind is EventKind.RELOAD_FAILED:
             self.line(f"error: {event.message} · waiting for changes", error=True)
 
@@ -250,7 +259,8 @@ class Status:
             parts.append("restarting after a crash")
         if self._stopped:
             parts.append(self._stopped)
-        parts.append(f"started in {_ms(event.elapsed)} [pid {event.pid}]")
+        source = " from spare" if event.message == "spare" else ""
+        parts.append(f"started{source} in {_ms(event.elapsed)} [pid {event.pid}]")
         self.line(" · ".join(parts), tone="ok")
         self._stopped = ""
 
@@ -315,6 +325,7 @@ async def run_in_foreground(
     *,
     control: str | os.PathLike[str] | None = None,
     count: Callable[[threading.Event], int] | None = None,
+    notifier: SystemdNotifier | None = None,
 ) -> int:
     """Run ``supervisor`` until it finishes or a stop signal arrives; return the exit code.
 
@@ -323,8 +334,25 @@ async def run_in_foreground(
         status: Reports its events.
         control: Serve ``aioreload reload`` for this working folder while running.
         count: Counts the watched files (in a worker thread) for the first status line.
+        notifier: Tells systemd what happens (see ``_sdnotify``); taken from the environment
+            when not given.
     """
+    if notifier is None:
+        notifier = SystemdNotifier.from_environ(os.environ)
+    status.on_line = notifier.status
+    with notifier:
+        return await _run_in_foreground(supervisor, status, control, count, notifier)
+
+
+async def _run_in_foreground(
+    supervisor: Supervisor,
+    status: Status,
+    control: str | os.PathLike[str] | None,
+    count: Callable[[threading.Event], int] | None,
+    notifier: SystemdNotifier,
+) -> int:
     received: list[int] = []
+    early_reload: list[int] = []
     code = 0
     body = anyio.CancelScope()
     terminal = Terminal()
@@ -355,6 +383,11 @@ async def run_in_foreground(
                                 await counted.wait()
                             stop_counting.set()  # too big to count quickly: not worth a core
                         status.on(event)
+                        notifier.on(event)
+                        if event.kind is EventKind.STARTED and early_reload:  # SIGHUP while starting
+                            early_reload.clear()
+                            with contextlib.suppress(SupervisorClosedError):
+                                supervisor.request_reload()
 
             async def handle_signals() -> None:
                 async for signum in signals:
@@ -366,8 +399,11 @@ async def run_in_foreground(
                         # hangup reaches us both from the kernel and from the shell.
                         if not terminal.hung_up():
                             if not received:
-                                with contextlib.suppress(SupervisorClosedError):  # not started, or ended
+                                notifier.reload_requested()
+                                try:
                                     supervisor.request_reload()
+                                except SupervisorClosedError:  # not started yet (or ended): soon
+                                    early_reload.append(signum)
                             continue
                         if received:
                             continue
@@ -376,12 +412,14 @@ async def run_in_foreground(
                     else:
                         received.append(signum)
                         status.closing = True
+                        notifier.stopping()
                         body.cancel()
 
             if count is not None:
                 tg.start_soon(count_files)
             tg.start_soon(handle_signals)
             tg.start_soon(report)
+            tg.start_soon(notifier.keep_alive)
             # Bound before the first child starts, so that once its status line is out,
             # `aioreload reload` finds the socket (requests wait in the backlog until served).
             server = await _bind_control(status, control)

@@ -23,8 +23,10 @@ never without a serving child. Requests that arrive meanwhile wait for the next 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,19 +36,24 @@ from typing import Any, final
 import anyio
 import anyio.abc
 
+from . import _ipc
 from ._backoff import Backoff
 from ._bus import EventBus
-from ._childproc import ChildProcess
+from ._childproc import ChildProcess, child_env
 from ._notify import PrivateFolder
 from ._process import Guardian, signal_name
 from ._requests import BeforeReload, Kind, ReloadRequest, Request, RequestStream, Ticket
 from ._sockets import Address, HeldSocket, bind, name_of
+from ._spare import MAX_LOST, SPARE_DELAY, Launcher, Preload, Warm, is_stale, rss_bytes
 from ._types import EventKind, ReloadReason, SpawnError, SupervisorEvent, SupervisorState
 from ._watch import Watcher
 
 __all__ = ["LoopConfig", "ReloadLoop"]
 
 logger = logging.getLogger(__name__)
+
+# What a spare learns when it becomes a child (the rest of its environment is already right).
+_STARTED_VARS = frozenset((_ipc.ENV_REASON, _ipc.ENV_CHANGES, _ipc.ENV_GENERATION))
 
 
 @final
@@ -67,6 +74,12 @@ class LoopConfig:
     sockets: tuple[Address | socket.socket, ...] = ()
     overlap: bool = True
     ready_timeout: float = 30.0
+    launcher: Launcher | None = None
+    """Start Python children through the spare's bootstrap, and keep a warm spare."""
+    spare_exclude: tuple[str, ...] = ()
+    prepare: bool = False
+    """The program says when it imported its own module (``run``, ``MODULE:FUNCTION``, ``serve``):
+    a reload keeps the old child until the new code has imported."""
 
 
 @dataclass
@@ -102,6 +115,13 @@ class ReloadLoop:
         self._children: set[ChildProcess] = set()  # every child whose group may still be alive
         self.held: tuple[HeldSocket, ...] = ()
         self._retired: anyio.Event | None = None  # set once the child a successor replaced is gone
+        self._spare: ChildProcess | None = None
+        self._warm: Warm | None = None  # what the spare loaded, once it said so
+        self._preload = Preload(config.spare_exclude, self._watched)
+        self._preloading = 0
+        self._spare_lost = 0  # spares that died before they were warm, in a row
+        self._spare_settled = anyio.Event()  # the spare is warm, or gone
+        self._spare_spawning = False
         self._private = PrivateFolder()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> int:
@@ -198,6 +218,15 @@ class ReloadLoop:
 
     def _exited(self, child: ChildProcess) -> int | None:
         """A child's exit came in: report it unless we stopped it; the code if it finished."""
+        if child is self._spare:  # killed, or its preload crashed: the next child starts cold
+            logger.info("spare [pid %d] exited (%s)", child.pid, child.returncode)
+            self._spare = self._warm = None
+            self._spare_settled.set()
+            self._spare_lost += 1
+            assert self._tg is not None
+            self._tg.start_soon(self._clean_up, child)
+            self._spare_for(self.current)
+            return None
         if child is not self.current or child.stopping:
             return None
         code = child.returncode
@@ -231,13 +260,15 @@ class ReloadLoop:
                 self._emit(EventKind.SKIPPED, None, reason=batch.reason, changes=sorted(batch.changes))
                 batch.settle(None)
                 return None
-        if self._can_overlap():
+        if self._can_overlap() or self._can_prepare():
             if hook is None:
                 final = await self._settle(batch)
                 if final is not None:
                     return final
-            await self._overlap(batch)
-            return None
+            if self._can_overlap():
+                await self._overlap(batch)
+                return None
+            return await self._prepared_reload(batch)
         final = await self._stop_current()  # without a hook this overlaps the debounce
         if final is not None:
             return final
@@ -254,6 +285,68 @@ class ReloadLoop:
             batch.settle(None)
             return None
         batch.settle(self.current)
+        return None
+
+    def _can_prepare(self) -> bool:
+        """Whether the new code may import while the current child still runs (see ``prepare``)."""
+        child = self.current
+        return self.config.prepare and child is not None and child.alive and not child.stopping
+
+    async def _prepared_reload(self, batch: _Batch) -> int | None:
+        """Import the new code beside the running child; replace the child only if it imported."""
+        assert batch.reason is not None
+        old = self.current
+        for attempt in (1, 2):
+            try:
+                candidate = await self._spawn(batch.reason, sorted(batch.changes), prepare=True)
+            except SpawnError as exc:
+                self._emit(EventKind.SPAWN_FAILED, None, reason=batch.reason, message=str(exc))
+                batch.settle(None)
+                return None
+            self.state = SupervisorState.RUNNING  # the old one still runs
+            with anyio.move_on_after(self.config.ready_timeout):
+                async with anyio.create_task_group() as tg:
+
+                    async def until(event: anyio.Event) -> None:
+                        await event.wait()
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(until, candidate.prepared)
+                    tg.start_soon(until, candidate.exited)
+            if candidate.prepared.is_set():
+                break
+            await self._stop_quietly(candidate)
+            code = candidate.returncode
+            if candidate.from_spare and code is not None and code < 0 and attempt == 1:
+                logger.info(
+                    "spare [pid %d] died of signal %d as it started; starting cold", candidate.pid, -code
+                )
+                continue  # killed from outside (`pkill -f app.py` finds spares too): not the code's fault
+            if not candidate.exited.is_set():
+                why = f"the new code did not import within {self.config.ready_timeout:g} s"
+            elif code is not None and code < 0:
+                why = f"the new child died of {signal_name(-code)} before its code imported"
+            else:
+                why = f"the new code did not import (the new child exited with code {code})"
+            running = f"[pid {old.pid}]" if old is not None and old.alive else "nothing (it exited meanwhile)"
+            self._emit(
+                EventKind.RELOAD_FAILED, candidate, returncode=code, message=f"{why}; still running {running}"
+            )
+            batch.settle(None)
+            self._spare_for(old)  # the failed one used it up
+            return None
+        final = await self._stop_current()
+        if final is not None:
+            await self._stop_quietly(candidate)
+            return final
+        try:
+            await candidate.send("go")
+        except OSError:
+            logger.debug("child %d was gone before it could go", candidate.pid)
+        self.current = candidate
+        self.state = SupervisorState.RUNNING
+        self._announce(candidate)
+        batch.settle(candidate)
         return None
 
     def _can_overlap(self) -> bool:
@@ -305,6 +398,7 @@ class ReloadLoop:
             message=f"{problem}; still serving {serving}",
         )
         batch.settle(None)
+        self._spare_for(old)  # the failed one used it up
 
     async def _until_ready(self, child: ChildProcess) -> str | None:
         """Wait until ``child`` is ready: ``None``, or why it will not be."""
@@ -382,14 +476,57 @@ class ReloadLoop:
 
     # -- children ----------------------------------------------------------------------------
 
-    async def _spawn(self, reason: ReloadReason, changes: Sequence[str]) -> ChildProcess:
-        assert self._guardian is not None
+    async def _spawn(
+        self, reason: ReloadReason, changes: Sequence[str], *, prepare: bool = False
+    ) -> ChildProcess:
+        """Start the next child: from the warm spare when there is a fresh one, else cold.
+
+        With ``prepare`` its program imports its own module and waits for ``go``; it is not
+        announced (STARTED) then: :meth:`_go` does that once it runs.
+        """
         assert self._tg is not None
         self.state = SupervisorState.STARTING
         self.generation += 1
+        began = time.monotonic()
+        launcher = self.config.launcher
+        child = None if launcher is None else await self._take_spare()
+        from_spare = child is not None
+        if child is None:
+            command = self.config.command if launcher is None else launcher.argv
+            child = await self._start_process(command, reason, changes, prepare=prepare and launcher is None)
+        child.generation, child.reason, child.changes = self.generation, reason, tuple(changes)
+        if launcher is not None:
+            env = self._child_env(reason, changes, child)
+            try:
+                await child.send_frame(launcher.start(env, prepare=prepare))
+            except OSError:
+                if not from_spare:  # a cold one died this very moment: its exit is on its way
+                    logger.debug("child %d was gone before it could start", child.pid)
+                else:  # the spare died after its check: start cold after all
+                    logger.info("spare [pid %d] was gone when it was to start; starting cold", child.pid)
+                    self._discard(child)
+                    from_spare = False
+                    child = await self._start_process(launcher.argv, reason, changes)
+                    child.generation, child.reason, child.changes = self.generation, reason, tuple(changes)
+                    with contextlib.suppress(OSError):
+                        await child.send_frame(launcher.start(env, prepare=prepare))
+        child.launched = time.monotonic()
+        child.from_spare = from_spare
+        child.launch_elapsed = child.launched - began if from_spare else child.launched - child.started
+        self.state = SupervisorState.RUNNING
+        if not prepare:
+            self._announce(child)
+        return child
+
+    async def _start_process(
+        self, command: Sequence[str], reason: ReloadReason, changes: Sequence[str], *, prepare: bool = False
+    ) -> ChildProcess:
+        """Spawn a process (a child, a cold one through the bootstrap, or a spare) and follow it."""
+        assert self._guardian is not None
+        assert self._tg is not None
         config = self.config
         child = await ChildProcess.spawn(
-            config.command,
+            command,
             env=config.env,
             cwd=config.cwd,
             stop_signal=config.stop_signal,
@@ -400,26 +537,172 @@ class ReloadLoop:
             guardian=self._guardian,
             held=self.held,
             notify_path=self._private.next_path(),
+            prepare=prepare,
         )
         self._children.add(child)
         self._tg.start_soon(child.follow, self.requests, self._on_message)
-        self.state = SupervisorState.RUNNING
-        logger.info("started %s [pid %d] (%s)", " ".join(config.command), child.pid, reason.value)
-        elapsed = time.monotonic() - child.started
-        self._emit(EventKind.STARTED, child, reason=reason, changes=changes, elapsed=elapsed)
         return child
 
+    def _child_env(self, reason: ReloadReason, changes: Sequence[str], child: ChildProcess) -> dict[str, str]:
+        """The variables a spare takes on when it becomes ``child`` (its own reason, generation...)."""
+        env = child_env(
+            {},
+            reason=reason,
+            changes=changes,
+            generation=self.generation,
+            spawned_ns=child.spawned_ns,
+            track_imports=self.config.watch_imports,
+            fd=None,
+        )
+        return {key: value for key, value in env.items() if key in _STARTED_VARS}
+
+    def _announce(self, child: ChildProcess) -> None:
+        """The child runs its program: say so, and get its successor's spare ready."""
+        assert self._tg is not None
+        logger.info(
+            "started %s [pid %d] (%s%s)",
+            " ".join(self.config.command),
+            child.pid,
+            child.reason.value,
+            ", from the spare" if child.from_spare else "",
+        )
+        self._emit(
+            EventKind.STARTED,
+            child,
+            reason=child.reason,
+            changes=child.changes,
+            elapsed=child.launch_elapsed,
+            message="spare" if child.from_spare else "",
+        )
+        self._spare_for(child)
+
+    def _spare_for(self, child: ChildProcess | None) -> None:
+        """Get a spare ready to replace ``child`` (if spares are on)."""
+        if child is not None and self.config.launcher is not None:
+            assert self._tg is not None
+            self._tg.start_soon(self._prepare_spare, child)
+
+    # -- the warm spare ----------------------------------------------------------------------
+
+    async def _take_spare(self) -> ChildProcess | None:
+        """The spare, once warm, if nothing it loaded changed since; else ``None`` (start cold).
+
+        A spare still preloading is waited for: what it has left to import is a part of what
+        a cold start would import, and only a warm spare can be checked.
+        """
+        spare = self._spare
+        if spare is None:
+            return None
+        if self._warm is None:
+            with anyio.move_on_after(self.config.ready_timeout):
+                await self._spare_settled.wait()
+        spare, warm = self._spare, self._warm
+        self._spare = self._warm = None
+        if spare is None:  # it died meanwhile
+            return None
+        reason = "it was not warm in time" if warm is None else None
+        if warm is not None:
+            reason = await anyio.to_thread.run_sync(is_stale, warm)
+        if reason is None and spare.alive:
+            return spare
+        logger.info("spare [pid %d] not used: %s; starting cold", spare.pid, reason or "it exited")
+        self._discard(spare)
+        return None
+
+    def _discard(self, spare: ChildProcess) -> None:
+        assert self._tg is not None
+        spare.stopping = True
+        self._tg.start_soon(self._stop_quietly, spare)
+
+    async def _stop_quietly(self, child: ChildProcess) -> None:
+        child.stopping = True
+        await child.stop(self.config.stop_signal, self.config.stop_timeout)
+        await child.exited.wait()
+        await self._forget(child)
+
+    async def _prepare_spare(self, after: ChildProcess) -> None:
+        """Once ``after`` is ready (or has run a while), start the spare that will replace it."""
+        launcher = self.config.launcher
+        assert launcher is not None
+        with anyio.move_on_after(SPARE_DELAY):  # not before: it must not slow the child's start
+            await after.ready.wait()
+        if (
+            not after.alive
+            or after.stopping
+            or self._spare is not None
+            or self._spare_spawning
+            or self._spare_lost >= MAX_LOST
+            or not self._preload.names
+        ):
+            return
+        names = list(self._preload.names)
+        self._spare_settled = anyio.Event()
+        self._spare_spawning = True  # one at a time: several tasks may want a spare at once
+        try:
+            spare = await self._start_process(launcher.argv, ReloadReason.FIRST_START, ())
+        finally:
+            self._spare_spawning = False
+        spare.generation = 0
+        self._spare, self._warm = spare, None
+        self._preloading = len(names)
+        try:
+            await spare.send_frame({"op": "preload", "modules": names})
+        except OSError:
+            logger.debug("spare [pid %d] died before its preload list", spare.pid)
+
+    def _spare_warm(self, child: ChildProcess, message: Mapping[str, Any]) -> None:
+        if child is not self._spare:
+            return
+        warm = Warm.from_message(message, self._preloading)
+        self._spare_settled.set()
+        if warm is None:  # a project module shadows a library one: cold starts from now on
+            logger.info("spare [pid %d] loaded code from outside the libraries; spares are off", child.pid)
+            self._spare = None
+            self._spare_lost = MAX_LOST
+            self._discard(child)
+            return
+        self._warm = warm
+        self._spare_lost = 0
+        rss = rss_bytes(child.pid)
+        memory = f", {rss / 2**20:.0f} MiB" if rss is not None else ""
+        if warm.failed:
+            logger.debug("spare [pid %d] could not import: %s", child.pid, ", ".join(warm.failed))
+        self._emit(
+            EventKind.SPARE_READY, child, elapsed=warm.elapsed, message=f"{warm.preloaded} modules{memory}"
+        )
+
+    async def _learn(self, modules: object) -> None:
+        """A child's import report: what the next spare preloads (filtered in a worker thread)."""
+        added = await anyio.to_thread.run_sync(self._preload.learn, modules)
+        if added:
+            logger.debug("spare: %d more modules to preload (%d in all)", added, len(self._preload.names))
+            if self._spare is None:  # the report comes just after "ready": its spare is due now
+                self._spare_for(self.current)
+
+    def _watched(self, path: str) -> bool:
+        """Whether the watcher reports changes to ``path``: never preload such a file."""
+        watcher = self.watcher
+        if watcher is None or not watcher.roots:
+            return False
+        inside = any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in watcher.roots)
+        return inside and watcher.filter(path)
+
     def _on_message(self, child: ChildProcess, op: str, message: Mapping[str, Any]) -> None:
+        assert self._tg is not None
         if op == "reload":
             self.requests.put(Request(Kind.RELOAD, ReloadReason.TRIGGER, origin=child))
         elif op == "ready":
-            self._emit(EventKind.READY, child, elapsed=time.monotonic() - child.started)
+            self._emit(EventKind.READY, child, elapsed=time.monotonic() - child.launched)
         elif op == "files" and self.watcher is not None and self.config.watch_imports:
             files = message.get("files")
             if isinstance(files, dict):
                 self.watcher.watch_files(
                     {path: mtime for path, mtime in files.items() if isinstance(mtime, int)}
                 )
+        elif op == "modules" and self.config.launcher is not None:
+            self._tg.start_soon(self._learn, message.get("modules"))
+        elif op == "warm":
+            self._spare_warm(child, message)
 
     async def _stop_current(self) -> int | None:
         """Stop the current child if it runs (again, if an earlier stop was cancelled).

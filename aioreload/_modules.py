@@ -35,7 +35,7 @@ from typing import final
 
 from ._ipc import ENV_SPAWNED, ChildChannel
 
-__all__ = ["install", "report_crash", "traceback_files"]
+__all__ = ["install", "print_user_traceback", "report_crash", "traceback_files"]
 
 _reporter: _Reporter | None = None
 
@@ -192,3 +192,20 @@ def report_crash(exc: BaseException) -> None:
     """Report the files an exception's traceback names (after :func:`install`)."""
     if _reporter is not None:
         _reporter.report(traceback_files(exc))
+
+
+def print_user_traceback(exc: BaseException, *machinery: str) -> None:
+    """Print ``exc`` as the interpreter would, from the user's first frame on.
+
+    The leading frames of the import system, of aioreload and of the ``machinery`` folders
+    (uvicorn's loader...) are left out: a ``SyntaxError`` then shows just its file, line and
+    caret, which is where the mistake is.
+    """
+    import importlib
+
+    folders = (*machinery, os.path.dirname(importlib.__file__), os.path.dirname(__file__))
+    prefixes = (*(os.path.join(folder, "") for folder in folders), "<frozen ")
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(prefixes):
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc.with_traceback(tb), tb)

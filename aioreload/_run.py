@@ -42,6 +42,7 @@ def _run_child(main: Main) -> int:
     """Run ``main`` and tell the supervisor when it finished for good."""
     from . import _modules
 
+    child._prepared()  # told to prepare: the module imported; wait for the word to go
     try:
         if inspect.iscoroutinefunction(main):
             import asyncio
@@ -105,6 +106,7 @@ def run(
     before_exit: Callable[[], object] | None = None,
     watch_imports: bool = True,
     quiet: bool = False,
+    spare: bool = True,
 ) -> NoReturn:
     """Run ``main`` under a reloader and exit with its exit code.
 
@@ -117,6 +119,8 @@ def run(
       supervisor exits with the same code (``None`` counts as 0).
     * ``main`` raises: the traceback is printed, the files it names are watched too, and the
       supervisor waits for a fix, then starts the program again.
+    * A change whose code cannot even be imported (a ``SyntaxError``...) leaves the running
+      program alone: the new one imports it first, and replaces it only if that worked.
     * Ctrl+C or SIGTERM to the supervisor: the child is stopped gracefully, ``before_exit``
       runs, and the supervisor exits with the child's code.
 
@@ -142,6 +146,8 @@ def run(
         watch_imports: Reload when a module the program imported changes (default). Turn it
             off for a program that decides for itself when to reload.
         quiet: No status lines on stderr (errors still print).
+        spare: Keep a warm spare interpreter with the program's libraries imported, so a
+            reload costs a fraction of a cold start (see :class:`Supervisor`).
 
     Raises:
         SystemExit: always, with the exit code; ``run`` does not return.
@@ -168,6 +174,8 @@ def run(
             debounce=debounce,
             before_reload=before_reload,
             watch_imports=watch_imports,
+            spare=spare,
+            _prepare=True,
         )
         code = anyio.run(partial(run_in_foreground, supervisor, status, control=os.getcwd()))
     except AioreloadError as exc:

@@ -66,13 +66,12 @@ import os
 import signal
 import socket
 import sys
-import traceback
 from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Protocol, cast
 
 from ._types import NotSupervisedError
-from .child import report_ready, sockets
+from .child import _prepared, report_ready, sockets
 
 __all__ = ["FIRST_REQUEST_GRACE", "main"]
 
@@ -195,21 +194,12 @@ def _describe(sock: socket.socket) -> str:
 
 
 def _print_user_traceback(exc: BaseException) -> None:
-    """Print ``exc`` without the frames of uvicorn's and the import system's machinery.
-
-    The traceback starts at the user's first frame; a ``SyntaxError`` keeps only its own
-    lines (file, line and caret), which is where the mistake is.
-    """
-    import importlib
-
+    """Print ``exc`` from the user's first frame: uvicorn's loading machinery left out."""
     import uvicorn
 
-    folders = (uvicorn.__file__, importlib.__file__, __file__)
-    machinery = (*(os.path.dirname(path) + os.sep for path in folders), "<frozen ")
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(machinery):
-        tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb)
+    from ._modules import print_user_traceback
+
+    print_user_traceback(exc, os.path.dirname(uvicorn.__file__))
 
 
 def _serve(app: str, listeners: list[socket.socket]) -> int:
@@ -241,6 +231,7 @@ def _serve(app: str, listeners: list[socket.socket]) -> int:
     except Exception as exc:
         _print_user_traceback(exc)
         return 1
+    _prepared()  # told to prepare: the app imported; wait for the word to go
     server = Server(config)
     config.http_protocol_class = _graceful_protocol(config.http_protocol_class, server)
 

@@ -25,10 +25,13 @@ if sys.version_info < (3, 11):  # pragma: no cover - anyio installs the backport
 from . import _validate
 from ._bus import EventBus, EventStream
 from ._filter import PathFilter, split_watch
+from ._ipc import SUPPORTED as SPARE_SUPPORTED
 from ._loop import LoopConfig, ReloadLoop
 from ._process import default_stop_signal
+from ._pycommand import parse as parse_python
 from ._requests import BeforeReload, Kind, Request, RequestStream, Ticket
-from ._types import AioreloadError, ReloadReason, SupervisorClosedError, SupervisorState
+from ._spare import Launcher
+from ._types import AioreloadError, ConfigError, ReloadReason, SupervisorClosedError, SupervisorState
 from ._watch import Watcher
 
 __all__ = ["Supervisor"]
@@ -90,6 +93,15 @@ class Supervisor:
             is not ready within ``ready_timeout`` is stopped and the old one keeps serving.
             ``False`` for programs that must never run twice at once.
         ready_timeout: Seconds an overlapping reload waits for the new child to be ready.
+        spare: For a Python command (``python script.py``, ``python -m module``, a console
+            script whose ``#!`` names Python), keep a warm spare: a fresh interpreter that has
+            imported the standard-library and installed-package modules the running child
+            imported, and becomes the next child in a few milliseconds. Never stale: only
+            files outside the project and the watch are preloaded, and any change to them, to
+            the installed packages or to the interpreter throws the spare away (the child then
+            starts cold). The program cannot tell: ``sys.argv``, ``__main__``, ``sys.path[0]``,
+            the environment and the working folder are a cold start's. ``False``: always cold.
+        spare_exclude: Modules (and their submodules) a spare must not import early.
 
     Raises:
         ConfigError: an option is invalid (one line naming it and the fix).
@@ -119,6 +131,9 @@ class Supervisor:
         sockets: Iterable[str | socket.socket] = (),
         overlap: bool = True,
         ready_timeout: float = 30.0,
+        spare: bool = True,
+        spare_exclude: Iterable[str] = (),
+        _prepare: bool = False,
     ) -> None:
         self._command = _validate.command(command)
         held = _validate.sockets(sockets)
@@ -165,9 +180,15 @@ class Supervisor:
                 debounce_max=debounce_max,
                 poll=poll,
             )
+        child_env = dict(os.environ if env is None else env)
+        python = parse_python(self._command, child_env, cwd) if spare and SPARE_SUPPORTED else None
+        if isinstance(spare_exclude, str):
+            raise ConfigError(
+                f"spare_exclude must be a list of module names, got the string {spare_exclude!r}"
+            )
         config = LoopConfig(
             command=self._command,
-            env=dict(os.environ if env is None else env),
+            env=child_env,
             cwd=cwd,
             stop_signal=self._stop_signal,
             stop_timeout=self._stop_timeout,
@@ -179,6 +200,9 @@ class Supervisor:
             sockets=held,
             overlap=overlap,
             ready_timeout=ready_timeout,
+            launcher=None if python is None else Launcher(python),
+            spare_exclude=tuple(spare_exclude),
+            prepare=_prepare,
         )
         self._loop = ReloadLoop(config, watcher, self._requests, self._bus)
         self._tg: anyio.abc.TaskGroup | None = None

@@ -19,7 +19,6 @@ import importlib.util
 import os
 import re
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -98,7 +97,7 @@ def main(argv: Sequence[str]) -> int:
     except Exception as exc:  # the module failed to import: show where, wait for a fix
         from . import _modules
 
-        traceback.print_exc()
+        _modules.print_user_traceback(exc)
         _modules.report_crash(exc)
         return 1
     return _run_child(function)

@@ -109,6 +109,9 @@ class EventKind(str, enum.Enum):
     """``before_reload`` returned ``False``: the reload was cancelled, the child keeps running."""
     SPAWN_FAILED = "spawn-failed"
     """A restart could not spawn the command (``message``); the supervisor waits for a change."""
+    SPARE_READY = "spare-ready"
+    """The warm spare has preloaded its modules (``elapsed``; ``message`` says how many, and its
+    memory) and waits to become the next child."""
     RELOAD_FAILED = "reload-failed"
     """An overlapping reload's new child exited, or was not ready in time (``message`` says
     which; ``generation``, ``pid`` and ``returncode`` are its own). It was stopped and the

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import final
@@ -128,6 +129,9 @@ def report_ready() -> None:
     """
     if is_supervised():
         _send("ready")
+        spare = sys.modules.get("aioreload._sparechild")  # started through the spare's bootstrap
+        if spare is not None:
+            spare.report_modules()  # what it imported to get here: the next spare preloads it
 
 
 async def ready() -> None:

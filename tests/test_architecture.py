@@ -79,7 +79,8 @@ def running(script: str) -> list[int]:
     for proc in psutil.Process().children(recursive=True):
         try:
             argv = proc.cmdline()
-            if proc.status() != psutil.STATUS_ZOMBIE and len(argv) > 1 and argv[1].endswith(script):
+            # `python SCRIPT`, or `python .../_sparechild.py SCRIPT` (started through the spare)
+            if proc.status() != psutil.STATUS_ZOMBIE and any(word.endswith(script) for word in argv[1:3]):
                 found.append(proc.pid)
         except psutil.Error:
             continue

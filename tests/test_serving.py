@@ -280,8 +280,10 @@ def live_children(exclude: int | None = None) -> list[psutil.Process]:
 class EventLog:
     """Every event of one supervisor in order, and the most children it had at any event.
 
-    ``most_children`` counts every child alive; ``most_active`` leaves out those being
-    retired (a STOPPING event, no STOPPED yet): the serving one and its successor.
+    Warm spares (processes not started as a child yet, see ``Supervisor(spare=...)``) are
+    counted apart, in ``most_spares``. Of the children, ``most_children`` counts every one
+    alive; ``most_active`` leaves out those being retired (a STOPPING event, no STOPPED yet):
+    the serving one and its successor.
     """
 
     def __init__(self, sup: Supervisor) -> None:
@@ -289,18 +291,24 @@ class EventLog:
         self.events: list[SupervisorEvent] = []
         self.most_children = 0
         self.most_active = 0
+        self.most_spares = 0
         self._arrived = anyio.Event()
 
     async def follow(self, stream: aioreload.EventStream) -> None:
         retiring: set[int | None] = set()
+        started: set[int | None] = set()
         async for event in stream:
             self.events.append(event)
             if event.kind is EventKind.STOPPING:
                 retiring.add(event.pid)
+            if event.kind is EventKind.STARTED:
+                started.add(event.pid)
             # The supervisor runs in this process: its children are ours, its watchdog aside.
             alive = {proc.pid for proc in live_children(exclude=self.sup.guardian_pid)}
-            self.most_children = max(self.most_children, len(alive))
-            self.most_active = max(self.most_active, len(alive - retiring))
+            children = {pid for pid in alive if pid in started}
+            self.most_spares = max(self.most_spares, len(alive - children))
+            self.most_children = max(self.most_children, len(children))
+            self.most_active = max(self.most_active, len(children - retiring))
             self._arrived.set()
             self._arrived = anyio.Event()
 
@@ -585,6 +593,7 @@ async def test_100_reloads_under_load_fail_no_request(serving: Serving, overlap:
     # The serving child and its successor; a retired one may still be finishing (see
     # test_overlapping_reloads_keep_at_most_two_children).
     assert log.most_active <= (2 if overlap else 1), log.most_active
+    assert log.most_spares <= 2, log.most_spares  # the spare, and one being thrown away
     if not overlap:
         assert log.most_children == 1
     if HAS_PROC:
