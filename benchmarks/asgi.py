@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import re
 import shlex
 import shutil
 import socket
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from asgi_http import Load, Reply, open_loop, until_version
 from bench_setup import BENCH, WORK, venv_bin, venv_python
-from procs import Proc, bench_env
+from procs import SPARE_READY, STARTED, Proc, bench_env
 from scenarios import Results
 from tools import write_version
 
@@ -30,7 +31,9 @@ PY = str(venv_python())
 START_TIMEOUT = 60.0  # launch → first answer
 EDIT_TIMEOUT = 30.0  # an edit not served by then counts as missed
 STOP_TIMEOUT = 30.0
+SPARE_TIMEOUT = 15.0  # an aioreload row's edit waits this long at most for its warm spare
 BROKEN = "VERSION = (\n"  # the broken save: a syntax error in a module the app imports
+SPARE_DROPPED = re.compile(r"spare \[pid (\d+)\] not used")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class AsgiTool:
     argv: Callable[[Path, int], list[str]]
     note: str
     needs_socket_option: bool = False  # aioreload rows: needs ``--socket`` in the CLI
+    # aioreload rows: before an edit (scenario 1), wait until the warm spare is ready; from the
+    # first edit on when the children report ready (serve), else from the second.
+    spare: bool = False
+    spare_first: bool = False
 
     def missing(self) -> str | None:
         """Why this tool cannot run here, or ``None``."""
@@ -78,12 +85,15 @@ def _uvicorn_args(port: int) -> list[str]:
 
 
 def _aioreload_serve(tree: Path, port: int) -> list[str]:
-    return [str(venv_bin("aioreload")), "-w", str(tree), "--socket", f"127.0.0.1:{port}", "serve", "app:app"]
+    return [
+        str(venv_bin("aioreload")), "-v", "-w", str(tree), "--socket", f"127.0.0.1:{port}",
+        "serve", "app:app",
+    ]  # fmt: skip
 
 
 def _aioreload_fd(tree: Path, port: int) -> list[str]:
     return [
-        str(venv_bin("aioreload")), "-w", str(tree), "--socket", f"127.0.0.1:{port}",
+        str(venv_bin("aioreload")), "-v", "-w", str(tree), "--socket", f"127.0.0.1:{port}",
         "--", PY, "-m", "uvicorn", "--fd", "3", "app:app",
     ]  # fmt: skip
 
@@ -104,14 +114,20 @@ ASGI_TOOLS: tuple[AsgiTool, ...] = (
     AsgiTool(
         SERVE,
         _aioreload_serve,
-        "`aioreload -w TREE --socket 127.0.0.1:PORT serve app:app`",
+        "`aioreload -v -w TREE --socket 127.0.0.1:PORT serve app:app` (warm spare on, the default; "
+        "its children report ready, so the spare is prepared as soon as each has started)",
         needs_socket_option=True,
+        spare=True,
+        spare_first=True,
     ),
     AsgiTool(
         FD,
         _aioreload_fd,
-        "`aioreload -w TREE --socket 127.0.0.1:PORT -- python -m uvicorn --fd 3 app:app`",
+        "`aioreload -v -w TREE --socket 127.0.0.1:PORT -- python -m uvicorn --fd 3 app:app` (warm "
+        "spare on; uvicorn does not report ready: the spare is prepared 2 s after each start, and "
+        "learned from the first child when it exits)",
         needs_socket_option=True,
+        spare=True,
     ),
     AsgiTool(
         "uvicorn",
@@ -166,14 +182,60 @@ def make_app_tree(name: str) -> tuple[Path, int]:
     return tree, version
 
 
+class LogTail:
+    """aioreload's status lines of one launch, read back from its log as they are written.
+
+    A warm spare is waiting when its ``-v`` ready line (``spare [pid N] ready``) was written
+    and no child was started from it (``started from spare in 2 ms [pid N]``) nor was it
+    thrown away (``spare [pid N] not used``).
+    """
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self.path, self.offset = path, offset
+        self.ready: set[int] = set()
+        self.used: set[int] = set()
+        self.starts: list[str] = []  # "spare" or "cold", each child started, in order
+        self._partial = ""
+
+    def read(self) -> None:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        self.offset += len(data)
+        *lines, self._partial = (self._partial + data.decode(errors="replace")).split("\n")
+        for line in lines:
+            if (ready := SPARE_READY.search(line)) is not None:
+                self.ready.add(int(ready.group(1)))
+            elif (dropped := SPARE_DROPPED.search(line)) is not None:
+                self.used.add(int(dropped.group(1)))
+            elif (started := STARTED.search(line)) is not None:
+                self.used.add(int(started.group(3)))
+                self.starts.append("spare" if started.group(1) else "cold")
+
+    def waiting(self) -> bool:
+        self.read()
+        return bool(self.ready - self.used)
+
+    async def wait_spare(self, timeout: float) -> bool:
+        """Until a warm spare is waiting (polled every 10 ms); ``False`` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while not self.waiting():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+
 def session(tool: AsgiTool, rnd: int, cfg: AsgiConfig, res: Results) -> None:
     """One round for one tool: launch, edits, reloads under load, broken save, Ctrl+C."""
     tree, first = make_app_tree(tool.name)
     port = free_port()
     log = WORK / "logs" / f"asgi-{tool.name}.log"
+    offset = log.stat().st_size if log.exists() else 0
     proc = Proc(tool.argv(tree, port), cwd=tree, env=bench_env({}), log=log, capture=False)
+    tail = LogTail(log, offset)
     try:
-        if asyncio.run(_measure(proc, tool, tree, port, first, rnd, cfg, res)):
+        if asyncio.run(_measure(proc, tool, tree, port, first, rnd, cfg, res, tail)):
             elapsed, leftover = proc.ctrl_c(STOP_TIMEOUT)
             if elapsed is None:
                 res.note(f"{tool.name}: still running {STOP_TIMEOUT} s after Ctrl+C")
@@ -186,10 +248,22 @@ def session(tool: AsgiTool, rnd: int, cfg: AsgiConfig, res: Results) -> None:
         if leftovers:
             res.count("asgi_cleanup_leftovers", tool.name, len(leftovers))
             res.note(f"{tool.name}: at cleanup after its ASGI session, killed leftovers: {leftovers}")
+        if tool.spare:
+            tail.read()
+            for source in tail.starts:
+                res.count(f"asgi_starts_{source}", tool.name)
 
 
 async def _measure(
-    proc: Proc, tool: AsgiTool, tree: Path, port: int, first: int, rnd: int, cfg: AsgiConfig, res: Results
+    proc: Proc,
+    tool: AsgiTool,
+    tree: Path,
+    port: int,
+    first: int,
+    rnd: int,
+    cfg: AsgiConfig,
+    res: Results,
+    tail: LogTail,
 ) -> bool:
     """The three measurements against one running tool; ``False`` when it never answered."""
     reply = await _first_answer(proc, tool, port, first, res)
@@ -197,8 +271,16 @@ async def _measure(
         return False
     res.add("asgi_startup", tool.name, rnd, _ms(reply.ended_ns - proc.started_ns))
     await asyncio.sleep(cfg.first_settle)
-    for _ in range(cfg.edits):
+    for i in range(cfg.edits):
+        if tool.spare and (i or tool.spare_first) and not await tail.wait_spare(SPARE_TIMEOUT):
+            res.count("asgi_spare_missing", tool.name)
+            res.note(f"{tool.name}: no warm spare ready within {SPARE_TIMEOUT:g} s before an edit")
+        began = len(tail.starts)
         await _edit(tool, tree, port, rnd, res)
+        if tool.spare:
+            tail.read()
+            for source in tail.starts[began:]:
+                res.count(f"asgi_edit_{source}", tool.name)
         await asyncio.sleep(cfg.settle)
     await _under_load(tool, tree, port, rnd, cfg, res)
     await asyncio.sleep(cfg.settle)

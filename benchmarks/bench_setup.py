@@ -2,7 +2,9 @@
 
 Run by ``run.py`` before anything else, with whatever Python started it. Idempotent: the peers
 are installed once (a stamp file records what), aioreload is reinstalled from the working tree
-on every run so the numbers always describe the code that is checked out.
+on every run so the numbers always describe the code that is checked out, and ``benchheavy``
+(the heavy-dependency scenario's installed package, ``heavy_pkg.py``) is built as a wheel and
+installed whenever its generated content changes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import subprocess
 import sys
 import venv
 from pathlib import Path
+
+import heavy_pkg  # stdlib only, next to this file
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -96,6 +100,12 @@ def ensure(*, quiet: bool = True) -> None:
     _run([*pip, "install", str(REPO)], quiet=quiet)
     _run([*pip, "install", "--no-deps", "--force-reinstall", str(REPO)], quiet=quiet)
     PROVENANCE.write_text(json.dumps({**before, "installed_sha256": _installed_hash()}, indent=2))
+    # The heavy-dependency scenario's package: a generated wheel, installed when it changed.
+    heavy = [heavy_pkg.VERSION, heavy_pkg.digest()]
+    if stamp.get("benchheavy") != heavy or not list(VENV.glob(f"lib/python*/site-packages/{heavy_pkg.NAME}")):
+        wheel = heavy_pkg.build_wheel(WORK / "benchheavy")
+        _run([*pip, "install", "--no-deps", "--no-index", "--force-reinstall", str(wheel)], quiet=quiet)
+        stamp["benchheavy"] = heavy
     if stamp.get("node") != NODE_PACKAGES or not nodemon_bin().exists():
         npm = shutil.which("npm")
         if npm is None:

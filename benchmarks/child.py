@@ -48,7 +48,10 @@ async def main() -> None:
     hook = _reload_hook()
     if hook is not None:
         loop.add_signal_handler(signal.SIGUSR1, hook)
-    print(start_line(), flush=True)
+    # One write, newline included: under embedded.py the supervisor's EVENT lines share this pipe,
+    # and print() writes the text and the newline separately (stdout is unbuffered here).
+    sys.stdout.write(start_line() + "\n")
+    sys.stdout.flush()
     await stop.wait()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import select
 import signal
 import subprocess
@@ -27,9 +28,21 @@ MARKER = "AIORELOAD_BENCH_MARKER"
 _MARK = f"{os.getpid()}-{time.time_ns()}"
 
 
+# aioreload's stderr (read with ``stderr_lines=True``): the ``-v`` line of a warm spare that
+# is ready, and the status line of each start ("started from spare in 2 ms [pid 123]").
+SPARE_READY = re.compile(r"spare \[pid (\d+)\] ready: (\d+) modules(?:, (\d+) MiB)? preloaded in (\d+) ms")
+STARTED = re.compile(r"started( from spare)? in (\d+) ms \[pid (\d+)\]")
+
+
 @dataclass(frozen=True)
 class Line:
-    """A START or EVENT line and the harness's monotonic time when it was read."""
+    """A line the harness acts on and its monotonic time when it was read.
+
+    Kinds: ``START`` (pid, version, stamp) from the child; ``EVENT`` (kind, generation, pid,
+    source, stamp) from embedded.py; from aioreload's stderr, ``SPARE`` (pid, modules, MiB or
+    ``-``, preload ms) when a warm spare is ready and ``SPAWN`` (pid, ``spare`` or ``cold``, ms)
+    for each child it starts.
+    """
 
     kind: str
     read_ns: int
@@ -67,7 +80,14 @@ class Proc:
     """
 
     def __init__(
-        self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path, capture: bool = True
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log: Path,
+        capture: bool = True,
+        stderr_lines: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.log_path = log
@@ -82,26 +102,50 @@ class Proc:
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture else self._log,
-            stderr=self._log,
+            stderr=subprocess.PIPE if stderr_lines else self._log,
             start_new_session=True,
         )
         self.pid = self.popen.pid
         self.known: dict[int, psutil.Process] = {}
-        self._reader: threading.Thread | None = None
+        self._readers: list[threading.Thread] = []
+        self._log_lock = threading.Lock()
         if capture:
-            self._reader = threading.Thread(target=self._read, name=f"reader-{self.pid}", daemon=True)
-            self._reader.start()
+            self._readers.append(threading.Thread(target=self._read, name=f"reader-{self.pid}", daemon=True))
+        if stderr_lines:
+            self._readers.append(
+                threading.Thread(target=self._read_err, name=f"stderr-{self.pid}", daemon=True)
+            )
+        for reader in self._readers:
+            reader.start()
+
+    def _keep(self, raw: bytes) -> None:
+        with self._log_lock:
+            self._log.write(raw)
+            self._log.flush()
 
     def _read(self) -> None:
         stdout = self.popen.stdout
         assert stdout is not None
         for raw in stdout:
             now = time.monotonic_ns()
-            self._log.write(raw)
-            self._log.flush()
+            self._keep(raw)
             parts = raw.decode(errors="replace").split()
             if len(parts) >= 3 and parts[0] in ("START", "EVENT"):
                 self.lines.put(Line(parts[0], now, tuple(parts[1:])))
+
+    def _read_err(self) -> None:
+        stderr = self.popen.stderr
+        assert stderr is not None
+        for raw in stderr:
+            now = time.monotonic_ns()
+            self._keep(raw)
+            text = raw.decode(errors="replace")
+            if (ready := SPARE_READY.search(text)) is not None:
+                pid, modules, mib, ms = ready.groups()
+                self.lines.put(Line("SPARE", now, (pid, modules, mib or "-", ms)))
+            elif (started := STARTED.search(text)) is not None:
+                spare, ms, pid = started.groups()
+                self.lines.put(Line("SPAWN", now, (pid, "spare" if spare else "cold", ms)))
 
     def next_line(self, timeout: float) -> Line | None:
         """The next START/EVENT line, or ``None`` after ``timeout`` seconds without one."""
@@ -196,11 +240,12 @@ class Proc:
             self.popen.wait(5)
         psutil.wait_procs([p for p in self.known.values() if p.pid != self.pid], timeout=2.0)
         leftovers = sweep()
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        if self._reader is None or not self._reader.is_alive():  # closing under a blocked reader would hang
-            if self.popen.stdout is not None:
-                self.popen.stdout.close()
+        for reader in self._readers:
+            reader.join(timeout=5)
+        if not any(r.is_alive() for r in self._readers):  # closing under a blocked reader would hang
+            for stream in (self.popen.stdout, self.popen.stderr):
+                if stream is not None:
+                    stream.close()
             self._log.close()
         return leftovers
 
@@ -232,7 +277,7 @@ def kill_all(procs: list[psutil.Process]) -> None:
 def _live(proc: psutil.Process) -> bool:
     """Running and not a zombie (an init that reaps slowly leaves exited orphans as zombies)."""
     try:
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
@@ -264,10 +309,32 @@ class Usage:
     cpu_percent: float
     rss_mib: float
     processes: int
+    spare_rss_mib: float | None = None  # peak RSS of aioreload's warm spare (``None``: none seen)
 
 
-def measure_idle(proc: Proc, seconds: float, interval: float = 0.5) -> Usage:
-    """CPU (% of one core) and peak total RSS of the tool's process tree over ``seconds``."""
+SPARE_BOOTSTRAP = "_sparechild.py"
+
+
+def _is_spare(proc: psutil.Process, child_pid: int | None) -> bool:
+    """aioreload's warm spare: started through its bootstrap, and not the running child.
+
+    Every Python child of aioreload with spares on runs through ``_sparechild.py``, the
+    current one included; the current child is the pid of the last START line.
+    """
+    if proc.pid == child_pid:
+        return False
+    try:
+        return any(word.endswith(SPARE_BOOTSTRAP) for word in proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+def measure_idle(proc: Proc, seconds: float, child_pid: int | None = None, interval: float = 0.5) -> Usage:
+    """CPU (% of one core) and peak total RSS of the tool's process tree over ``seconds``.
+
+    ``child_pid`` is the running child (from its START line): any other process in the tree
+    that runs aioreload's ``_sparechild.py`` is the warm spare, whose peak RSS is also returned.
+    """
 
     def cpu_by_pid() -> dict[int, float]:
         totals = {}
@@ -280,15 +347,23 @@ def measure_idle(proc: Proc, seconds: float, interval: float = 0.5) -> Usage:
     start = cpu_by_pid()
     began = time.monotonic()
     peak_rss = 0
+    peak_spare: int | None = None
     count = 0
     stop = threading.Event()
     while True:
-        rss = 0
+        rss = spare = 0
+        spares = 0
         procs = proc.tree()
         for p in procs:
             with contextlib.suppress(psutil.Error):
-                rss += p.memory_info().rss
+                used = p.memory_info().rss
+                rss += used
+                if _is_spare(p, child_pid):
+                    spare += used
+                    spares += 1
         peak_rss = max(peak_rss, rss)
+        if spares:
+            peak_spare = max(peak_spare or 0, spare)
         count = max(count, len(procs))
         left = seconds - (time.monotonic() - began)
         if left <= 0:
@@ -297,4 +372,5 @@ def measure_idle(proc: Proc, seconds: float, interval: float = 0.5) -> Usage:
     end = cpu_by_pid()
     wall = time.monotonic() - began
     used = sum(end[pid] - start.get(pid, 0.0) for pid in end)
-    return Usage(100.0 * used / wall, peak_rss / 2**20, count)
+    spare_mib = None if peak_spare is None else peak_spare / 2**20
+    return Usage(100.0 * used / wall, peak_rss / 2**20, count, spare_mib)

@@ -1,10 +1,12 @@
 """Benchmark aioreload against watchfiles, uvicorn --reload, hupper and nodemon.
 
-Usage: ``python benchmarks/run.py [--quick] [--scenario asgi]`` from anywhere, with any
-Python >= 3.10. The first step creates benchmarks/.work/venv (peers, psutil, matplotlib, the
-ASGI app's packages, aioreload from this checkout) and benchmarks/.work/node (nodemon), then
-re-runs this script with that venv's Python. ``--scenario asgi`` runs only the ASGI serving
-scenario (asgi.py) and replaces only its section of results.md.
+Usage: ``python benchmarks/run.py [--quick] [--scenario reload|heavy|asgi]`` from anywhere,
+with any Python >= 3.10. The first step creates benchmarks/.work/venv (peers, psutil,
+matplotlib, the ASGI app's packages, the generated ``benchheavy`` package, aioreload from this
+checkout) and benchmarks/.work/node (nodemon), then re-runs this script with that venv's
+Python. ``--scenario heavy`` runs only the heavy-dependency scenario (heavy.py) and
+``--scenario asgi`` only the ASGI serving scenario (asgi.py); each replaces only its own
+section of results.md.
 """
 
 from __future__ import annotations
@@ -27,23 +29,33 @@ if TYPE_CHECKING:
     from scenarios import Config, Results
     from tools import Tool
 
+Names = list[str] | None
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--quick", action="store_true", help="1 round of 5 edits/triggers, idle with 10,000 files only"
+        "--quick",
+        action="store_true",
+        help="1 round per scenario; idle with 10,000 files only; 6 ASGI reloads under load",
     )
     parser.add_argument(
         "--scenario",
-        choices=("all", "reload", "asgi"),
+        choices=("all", "reload", "heavy", "asgi"),
         default="all",
-        help="reload: the child-process scenarios only; asgi: the ASGI serving scenario only (default: all)",
+        help="reload: the child-process scenarios with the tiny child only; heavy: the heavy-dependency "
+        "scenario only; asgi: the ASGI serving scenario only (default: all three)",
     )
-    parser.add_argument("--tools", help="comma-separated subset of tools, of either scenario (default: all)")
+    parser.add_argument("--tools", help="comma-separated subset of tools, of any scenario (default: all)")
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
-    parser.add_argument("--edits", type=int, help="override edits (and triggers) per tool per round")
+    parser.add_argument(
+        "--edits",
+        type=int,
+        help="override edits per tool per round after each launch's first (default 4), "
+        "and triggers (ASGI: edits, default 5)",
+    )
     parser.add_argument("--reloads", type=int, help="override the ASGI scenario's reloads under load")
     parser.add_argument("--no-idle", action="store_true", help="skip the idle scenario")
     parser.add_argument("--no-setup", action="store_true", help=argparse.SUPPRESS)
@@ -58,33 +70,34 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _names(args: argparse.Namespace) -> tuple[list[str] | None, list[str] | None]:
-    """``--tools`` split between the two tool lists (``None``: all of that list)."""
+def _names(args: argparse.Namespace) -> tuple[Names, Names, Names]:
+    """``--tools`` split between the three tool lists (``None``: all of that list)."""
     import asgi
     import tools
 
     if not args.tools:
-        return None, None
+        return None, None, None
     names = args.tools.split(",")
     classic = {t.name for t in tools.TOOLS}
+    heavy = {t.name for t in tools.HEAVY_TOOLS}
     served = {t.name for t in asgi.ASGI_TOOLS}
-    unknown = set(names) - classic - served
+    unknown = set(names) - classic - heavy - served
     if unknown:
-        raise SystemExit(f"unknown tools: {sorted(unknown)}; known: {sorted(classic | served)}")
-    return [n for n in names if n in classic], [n for n in names if n in served]
+        raise SystemExit(f"unknown tools: {sorted(unknown)}; known: {sorted(classic | heavy | served)}")
+    return (
+        [n for n in names if n in classic],
+        [n for n in names if n in heavy],
+        [n for n in names if n in served],
+    )
 
 
-def _classic(args: argparse.Namespace, names: list[str] | None) -> tuple[Results, Config, list[Tool]] | None:
-    """The child-process scenarios; their results, config and tools (``None``: no tool chosen)."""
+def _config(args: argparse.Namespace) -> Config:
     import scenarios
-    import tools
-    from bench_setup import WORK
 
     quick = args.quick
-    rounds = args.rounds or (1 if quick else 5)
-    edits = args.edits or (5 if quick else 4)
-    cfg = scenarios.Config(
-        rounds=rounds,
+    edits = args.edits or 4  # after each launch's first edit, which is reported apart
+    return scenarios.Config(
+        rounds=args.rounds or (1 if quick else 5),
         edits=edits,
         triggers=edits,
         bursts=1,
@@ -94,8 +107,18 @@ def _classic(args: argparse.Namespace, names: list[str] | None) -> tuple[Results
         idle_seconds=3.0 if quick else 10.0,
         idle_settle=1.0 if quick else 3.0,
     )
+
+
+def _classic(args: argparse.Namespace, names: Names) -> tuple[Results, Config, list[Tool]] | None:
+    """The child-process scenarios; their results, config and tools (``None``: no tool chosen)."""
+    import scenarios
+    import tools
+    from bench_setup import WORK
+
     if names == []:
         return None
+    cfg = _config(args)
+    rounds, edits = cfg.rounds, cfg.edits
     chosen = tools.select(names)
     res = scenarios.Results()
     trees = {t.name: tools.tool_tree(t) for t in chosen}
@@ -106,7 +129,8 @@ def _classic(args: argparse.Namespace, names: list[str] | None) -> tuple[Results
         for tool in chosen[rnd % len(chosen) :] + chosen[: rnd % len(chosen)]:
             print(f"  {tool.name}", flush=True)
             scenarios.session(tool, trees[tool.name], rnd, cfg, res)
-            scenarios.burst_session(tool, trees[tool.name], rnd, cfg, res)
+            if tool.burst:
+                scenarios.burst_session(tool, trees[tool.name], rnd, cfg, res)
     idle_tools = [t for t in chosen if t.idle]
     for k, size in enumerate(cfg.idle_sizes):
         print(f"idle tree with {size:,} files", flush=True)
@@ -116,7 +140,25 @@ def _classic(args: argparse.Namespace, names: list[str] | None) -> tuple[Results
     return res, cfg, chosen
 
 
-def _asgi(args: argparse.Namespace, names: list[str] | None, command: str) -> str:
+def _heavy(args: argparse.Namespace, names: Names, command: str) -> str:
+    """The heavy-dependency scenario; its section of results.md ("" when no tool of it was chosen)."""
+    import heavy
+    import heavy_report
+    import scenarios
+
+    if names == []:
+        return ""
+    began = time.monotonic()
+    cfg = _config(args)
+    res = scenarios.Results()
+    chosen = heavy.select(names)
+    if chosen:
+        heavy.run(chosen, cfg, res)
+    heavy_report.save_json(res)
+    return heavy_report.section(res, chosen, cfg, command, time.monotonic() - began)
+
+
+def _asgi(args: argparse.Namespace, names: Names, command: str) -> str:
     """The ASGI serving scenario; its section of results.md ("" when no tool of it was chosen)."""
     import asgi
     import asgi_report
@@ -140,11 +182,12 @@ def _asgi(args: argparse.Namespace, names: list[str] | None, command: str) -> st
 
 def bench(args: argparse.Namespace, command: str) -> int:
     import asgi_report
+    import heavy_report
     import procs
     import report
     from bench_setup import WORK
 
-    classic_names, asgi_names = _names(args)
+    classic_names, heavy_names, asgi_names = _names(args)
     (WORK / "logs").mkdir(parents=True, exist_ok=True)
     for log in (WORK / "logs").glob("*.log"):
         log.unlink()
@@ -155,23 +198,27 @@ def bench(args: argparse.Namespace, command: str) -> int:
     signal.signal(signal.SIGHUP, _raise_interrupt)
     try:
         classic = _classic(args, classic_names) if args.scenario in ("all", "reload") else None
-        served = ""
-        if args.scenario in ("all", "asgi"):
-            served = _asgi(args, asgi_names, command)
+        heavy = _heavy(args, heavy_names, command) if args.scenario in ("all", "heavy") else ""
+        served = _asgi(args, asgi_names, command) if args.scenario in ("all", "asgi") else ""
         if classic is not None:
             res, cfg, chosen = classic
-            # A run without the ASGI scenario keeps the ASGI section results.md already has.
-            extra = served or asgi_report.existing_section()
+            # A run without the heavy or ASGI scenario keeps the section results.md already has.
+            sections = (heavy or heavy_report.existing_section(), served or asgi_report.existing_section())
+            extra = "\n".join(part.strip("\n") + "\n" for part in sections if part.strip())
             body = report.write_all(res, cfg, chosen, command, time.monotonic() - began, extra)
             print()
             print(body)
             print(f"wrote {bench_setup.BENCH / 'results.md'} and {bench_setup.BENCH / 'latency.png'}")
-        elif served:
-            asgi_report.update_results_md(served)
-        if served:
-            print()
-            print(served)
-            print(f"wrote the ASGI section of {bench_setup.BENCH / 'results.md'}")
+        else:
+            if heavy:
+                heavy_report.update_results_md(heavy)
+            if served:
+                asgi_report.update_results_md(served)
+        for title, text in (("heavy-dependency", heavy), ("ASGI", served)):
+            if text:
+                print()
+                print(text)
+                print(f"wrote the {title} section of {bench_setup.BENCH / 'results.md'}")
         return 0
     finally:
         left = procs.sweep()

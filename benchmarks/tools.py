@@ -12,18 +12,23 @@ from bench_setup import BENCH, WORK, nodemon_bin, venv_bin, venv_python
 
 PY = str(venv_python())
 CHILD = [PY, "child.py"]
+HEAVY_CHILD = [PY, "heavy_child.py"]  # imports the installed benchheavy first (heavy_pkg.py)
 BURST_FILES = 999  # plus the version file, written last: 1,000 writes
 
 
 @dataclass(frozen=True)
 class Tool:
-    """One way of running ``child.py`` under a reloader.
+    """One way of running ``child.py`` (or ``heavy_child.py``) under a reloader.
 
     Attributes:
         name: Short label used in tables.
         argv: Builds the command line for a watched tree.
         trigger: Whether the child can ask for its own reload (scenario 2).
         idle: Whether it takes part in the idle scenario.
+        burst: Whether it takes part in the burst scenario.
+        spare: aioreload with its warm spare on: the harness reads its stderr (``-v``) and waits
+            for the spare to be ready before each edit but a launch's first (and before the
+            idle measurement).
         note: How the tool was configured, for the report.
     """
 
@@ -31,22 +36,24 @@ class Tool:
     argv: Callable[[Path], list[str]]
     trigger: bool = False
     idle: bool = True
+    burst: bool = True
+    spare: bool = False
     note: str = ""
 
     def available(self) -> bool:
         return Path(self.argv(WORK)[0]).exists()
 
 
-def _aioreload_cli(*extra: str) -> Callable[[Path], list[str]]:
-    return lambda tree: [str(venv_bin("aioreload")), *extra, "-w", str(tree), "--", *CHILD]
+def _aioreload_cli(*extra: str, child: list[str] = CHILD) -> Callable[[Path], list[str]]:
+    return lambda tree: [str(venv_bin("aioreload")), *extra, "-w", str(tree), "--", *child]
 
 
 def _embedded(tree: Path) -> list[str]:
     return [PY, "embedded.py", str(tree), "--", *CHILD]
 
 
-def _watchfiles(tree: Path) -> list[str]:
-    return [str(venv_bin("watchfiles")), shlex.join(CHILD), str(tree)]
+def _watchfiles(child: list[str]) -> Callable[[Path], list[str]]:
+    return lambda tree: [str(venv_bin("watchfiles")), shlex.join(child), str(tree)]
 
 
 def _uvicorn(tree: Path) -> list[str]:
@@ -57,37 +64,55 @@ def _uvicorn(tree: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _hupper(tree: Path) -> list[str]:
-    return [str(venv_bin("hupper")), "-m", "child", "-w", f"{tree}/**/*.py"]
+def _hupper(module: str) -> Callable[[Path], list[str]]:
+    return lambda tree: [str(venv_bin("hupper")), "-m", module, "-w", f"{tree}/**/*.py"]
 
 
-def _nodemon(tree: Path) -> list[str]:
-    return [
+def _nodemon(child: list[str]) -> Callable[[Path], list[str]]:
+    return lambda tree: [
         str(nodemon_bin()), "--no-update-notifier", "--signal", "SIGTERM",
-        "--watch", str(tree), "-e", "py", "--exec", shlex.join(CHILD),
+        "--watch", str(tree), "-e", "py", "--exec", shlex.join(child),
     ]  # fmt: skip
 
 
 AIORELOAD = "aioreload-cli"
+NO_SPARE = "aioreload-cli-no-spare"
 EMBEDDED = "aioreload-embedded"
 
 TOOLS: tuple[Tool, ...] = (
     Tool(
         AIORELOAD,
-        _aioreload_cli(),
+        _aioreload_cli("-v"),
         trigger=True,
-        note="`aioreload -w TREE -- python child.py` (debounce 0.05 s)",
+        spare=True,
+        note="`aioreload -v -w TREE -- python child.py` (debounce 0.05 s; warm spare on, the default; "
+        "`-v` only for the spare's ready line)",
     ),
-    Tool("aioreload-cli-d0.01", _aioreload_cli("-d", "0.01"), idle=False, note="same with `-d 0.01`"),
+    Tool(
+        "aioreload-cli-d0.01",
+        _aioreload_cli("-v", "-d", "0.01"),
+        idle=False,
+        spare=True,
+        note="same with `-d 0.01`",
+    ),
+    Tool(
+        NO_SPARE,
+        _aioreload_cli("-v", "--no-spare"),
+        trigger=True,
+        idle=False,
+        burst=False,
+        note="same with `--no-spare`: every child starts cold (aioreload before the warm spare)",
+    ),
     Tool(
         EMBEDDED,
         _embedded,
         trigger=True,
-        note="`Supervisor([...], watch=[TREE])` in `asyncio.run` (embedded.py)",
+        spare=True,
+        note="`Supervisor([...], watch=[TREE])` in `asyncio.run` (embedded.py; spare on, the default)",
     ),
     Tool(
         "watchfiles",
-        _watchfiles,
+        _watchfiles(CHILD),
         note="`watchfiles 'python child.py' TREE` (default debounce 1600 ms, step 50 ms)",
     ),
     Tool(
@@ -97,19 +122,53 @@ TOOLS: tuple[Tool, ...] = (
     ),
     Tool(
         "hupper",
-        _hupper,
+        _hupper("child"),
         trigger=True,
         note="`hupper -m child -w 'TREE/**/*.py'`, watchdog backend; reload_interval 1 s (CLI minimum)",
     ),
-    Tool("nodemon", _nodemon, note="`nodemon --watch TREE -e py --signal SIGTERM --exec 'python child.py'`"),
+    Tool(
+        "nodemon",
+        _nodemon(CHILD),
+        note="`nodemon --watch TREE -e py --signal SIGTERM --exec 'python child.py'`",
+    ),
+)
+
+# The "heavy dependency" scenario: the same tools running heavy_child.py (edits only).
+HEAVY_TOOLS: tuple[Tool, ...] = (
+    Tool(
+        AIORELOAD,
+        _aioreload_cli("-v", child=HEAVY_CHILD),
+        spare=True,
+        note="`aioreload -v -w TREE -- python heavy_child.py` (warm spare on, the default)",
+    ),
+    Tool(
+        NO_SPARE,
+        _aioreload_cli("-v", "--no-spare", child=HEAVY_CHILD),
+        note="`aioreload -v --no-spare -w TREE -- python heavy_child.py` (every child cold)",
+    ),
+    Tool(
+        "watchfiles",
+        _watchfiles(HEAVY_CHILD),
+        note="`watchfiles 'python heavy_child.py' TREE` (default debounce 1600 ms)",
+    ),
+    Tool(
+        "hupper",
+        _hupper("heavy_child"),
+        note="`hupper -m heavy_child -w 'TREE/**/*.py'` (watchdog; reload_interval 1 s)",
+    ),
+    Tool(
+        "nodemon",
+        _nodemon(HEAVY_CHILD),
+        note="`nodemon --watch TREE -e py --signal SIGTERM --exec 'python heavy_child.py'`",
+    ),
 )
 
 
-def select(names: list[str] | None) -> list[Tool]:
-    chosen = [t for t in TOOLS if names is None or t.name in names]
-    unknown = set(names or ()) - {t.name for t in TOOLS}
+def select(names: list[str] | None, tools: tuple[Tool, ...] = TOOLS) -> list[Tool]:
+    chosen = [t for t in tools if names is None or t.name in names]
+    unknown = set(names or ()) - {t.name for t in tools}
     if unknown:
-        raise SystemExit(f"unknown tools: {sorted(unknown)}; known: {[t.name for t in TOOLS]}")
+        raise SystemExit(f"unknown tools: {sorted(unknown)}; known: {[t.name for t in tools]}")
     missing = [t.name for t in chosen if not t.available()]
     if missing:
         print(f"warning: not installed, skipped: {missing}", flush=True)
@@ -157,3 +216,8 @@ def burst_paths(tree: Path) -> list[Path]:
 def tool_tree(tool: Tool) -> Path:
     """A small tree per tool: the version file and the burst files (created up front)."""
     return make_tree(WORK / "trees" / tool.name, BURST_FILES, folder="burst")
+
+
+def heavy_tree(tool: Tool) -> Path:
+    """The heavy scenario's tree per tool: the version file alone (the dependency is installed)."""
+    return make_tree(WORK / "heavy-trees" / tool.name, 0, folder="files")
