@@ -28,7 +28,7 @@ from ._types import ReloadReason
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["ChildProcess", "OnMessage"]
+__all__ = ["ChildProcess", "OnMessage", "wait_any"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,18 @@ _MAX_CHANGES_ENV = 32 * 1024
 
 OnMessage = Callable[["ChildProcess", str, Mapping[str, Any]], None]
 """Receives ``reload``, ``ready`` and ``files`` messages from a child's program."""
+
+
+async def wait_any(*events: anyio.Event) -> None:
+    """Return once any of ``events`` is set (a child ready or exited, prepared or exited...)."""
+    async with anyio.create_task_group() as tg:
+
+        async def until(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(until, event)
 
 
 def child_env(

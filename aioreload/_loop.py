@@ -39,7 +39,7 @@ import anyio.abc
 from . import _ipc
 from ._backoff import Backoff
 from ._bus import EventBus
-from ._childproc import ChildProcess, child_env
+from ._childproc import ChildProcess, child_env, wait_any
 from ._notify import PrivateFolder
 from ._process import Guardian, signal_name
 from ._requests import BeforeReload, Kind, ReloadRequest, Request, RequestStream, Ticket
@@ -260,19 +260,23 @@ class ReloadLoop:
                 self._emit(EventKind.SKIPPED, None, reason=batch.reason, changes=sorted(batch.changes))
                 batch.settle(None)
                 return None
+        settled = hook is not None
         if self._can_overlap() or self._can_prepare():
-            if hook is None:
+            if not settled:
+                settled = True
                 final = await self._settle(batch)
                 if final is not None:
                     return final
+            # Asked again: the child may have exited while the burst settled.
             if self._can_overlap():
                 await self._overlap(batch)
                 return None
-            return await self._prepared_reload(batch)
+            if self._can_prepare():
+                return await self._prepared_reload(batch)
         final = await self._stop_current()  # without a hook this overlaps the debounce
         if final is not None:
             return final
-        if hook is None:
+        if not settled:
             final = await self._settle(batch)
             if final is not None:
                 return final
@@ -305,14 +309,7 @@ class ReloadLoop:
                 return None
             self.state = SupervisorState.RUNNING  # the old one still runs
             with anyio.move_on_after(self.config.ready_timeout):
-                async with anyio.create_task_group() as tg:
-
-                    async def until(event: anyio.Event) -> None:
-                        await event.wait()
-                        tg.cancel_scope.cancel()
-
-                    tg.start_soon(until, candidate.prepared)
-                    tg.start_soon(until, candidate.exited)
+                await wait_any(candidate.prepared, candidate.exited)
             if candidate.prepared.is_set():
                 break
             await self._stop_quietly(candidate)
@@ -403,14 +400,7 @@ class ReloadLoop:
     async def _until_ready(self, child: ChildProcess) -> str | None:
         """Wait until ``child`` is ready: ``None``, or why it will not be."""
         with anyio.move_on_after(self.config.ready_timeout):
-            async with anyio.create_task_group() as tg:
-
-                async def until(event: anyio.Event) -> None:
-                    await event.wait()
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(until, child.ready)
-                tg.start_soon(until, child.exited)
+            await wait_any(child.ready, child.exited)
         if child.ready.is_set():
             return None
         if not child.alive:
@@ -595,7 +585,7 @@ class ReloadLoop:
             return None
         if self._warm is None:
             with anyio.move_on_after(self.config.ready_timeout):
-                await self._spare_settled.wait()
+                await wait_any(self._spare_settled, spare.exited)
         spare, warm = self._spare, self._warm
         self._spare = self._warm = None
         if spare is None:  # it died meanwhile
@@ -640,6 +630,11 @@ class ReloadLoop:
         self._spare_spawning = True  # one at a time: several tasks may want a spare at once
         try:
             spare = await self._start_process(launcher.argv, ReloadReason.FIRST_START, ())
+        except (SpawnError, OSError) as exc:  # a spare is a convenience: never the end of us
+            logger.info("could not start a spare: %s", exc)
+            self._spare_lost += 1
+            self._spare_settled.set()
+            return
         finally:
             self._spare_spawning = False
         spare.generation = 0

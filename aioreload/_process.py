@@ -235,8 +235,10 @@ def _bash() -> str | None:
     return shutil.which("bash")
 
 
-def _check_runnable(program: str, env: Mapping[str, str]) -> None:
+def _check_runnable(program: str, env: Mapping[str, str], cwd: str | None) -> None:
     """Raise :class:`SpawnError` as ``exec`` would fail, for a program started through a shell."""
+    if os.sep in program and not os.path.isabs(program) and cwd:
+        program = os.path.join(cwd, program)  # the child's folder, not ours
     found = shutil.which(program, path=env.get("PATH", os.defpath))
     if found is None:  # the causes are what exec would have raised, for the exit code (126, 127)
         if os.sep in program and os.path.exists(program):
@@ -292,7 +294,7 @@ class Child:
             kwargs["pass_fds"] = tuple(pass_fds)
         high: list[int] = []
         if listen_fds:
-            _check_runnable(argv[0], env)  # the shell would only say so in the child's output
+            _check_runnable(argv[0], env, cwd)  # the shell would only say so in the child's output
             # Copies above the target range, for the shell to move; ours are closed below.
             high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + len(listen_fds)) for fd in listen_fds]
             argv = _shim(high, argv)

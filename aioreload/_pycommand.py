@@ -20,9 +20,9 @@ __all__ = ["PythonCommand", "parse"]
 
 # Options that take a value, alone (-W x) or glued (-Wx); and those that take none.
 _WITH_VALUE = frozenset("WX")
-_FLAGS = frozenset("bBdEhiIOPqRsSuvx")
+_FLAGS = frozenset("bBdEhiIOPqRsSuv")  # not -x: it would skip the bootstrap's first line
 _NOT_SPARED = frozenset("hi")  # help, interactive: nothing to stand in for
-_PYTHON_NAME = re.compile(r"python(\d+(\.\d+)?)?[tw]?(\.exe)?")
+_PYTHON_NAME = re.compile(r"python(3(\.\d+)?)?[tw]?(\.exe)?")  # Python 3 only
 _SHEBANG_MAX = 512
 
 
@@ -55,7 +55,10 @@ def parse(command: Sequence[str], env: Mapping[str, str], cwd: str | None = None
     if program is None:
         return None
     if _PYTHON_NAME.fullmatch(os.path.basename(program)):
-        return _parse_interpreter(program, command[1:])
+        parsed = _parse_interpreter(program, command[1:])
+        if parsed is not None and parsed.kind == "script" and not _source_file(parsed.target, cwd):
+            return None  # a folder, a zip application, a missing file: the interpreter's own way
+        return parsed
     interpreter = _shebang_python(program, path)
     if interpreter is None:
         return None
@@ -114,6 +117,18 @@ def _parse_interpreter(interpreter: str, rest: Sequence[str]) -> PythonCommand |
     if index >= len(rest) or rest[index] == "-":
         return None
     return PythonCommand(interpreter, tuple(options), "script", rest[index], tuple(rest[index + 1 :]))
+
+
+def _source_file(path: str, cwd: str | None) -> bool:
+    """Whether ``path`` is a Python source file the bootstrap can run: not a folder, zip or .pyc."""
+    full = path if os.path.isabs(path) else os.path.join(cwd or os.getcwd(), path)
+    if not os.path.isfile(full) or full.endswith((".pyc", ".pyz", ".zip")):
+        return False
+    try:
+        with open(full, "rb") as f:
+            return f.read(2) != b"PK"  # a zip application under any name
+    except OSError:
+        return False
 
 
 def _shebang_python(program: str, path: str) -> str | None:

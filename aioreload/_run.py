@@ -42,8 +42,8 @@ def _run_child(main: Main) -> int:
     """Run ``main`` and tell the supervisor when it finished for good."""
     from . import _modules
 
-    child._prepared()  # told to prepare: the module imported; wait for the word to go
     try:
+        child._prepared()  # told to prepare: the module imported; wait for the word to go
         if inspect.iscoroutinefunction(main):
             import asyncio
 
@@ -107,6 +107,7 @@ def run(
     watch_imports: bool = True,
     quiet: bool = False,
     spare: bool = True,
+    ready_timeout: float = 30.0,
 ) -> NoReturn:
     """Run ``main`` under a reloader and exit with its exit code.
 
@@ -148,6 +149,8 @@ def run(
         quiet: No status lines on stderr (errors still print).
         spare: Keep a warm spare interpreter with the program's libraries imported, so a
             reload costs a fraction of a cold start (see :class:`Supervisor`).
+        ready_timeout: Seconds the new code may take to import (the module's top level)
+            while the old program runs; after that the reload counts as failed.
 
     Raises:
         SystemExit: always, with the exit code; ``run`` does not return.
@@ -175,6 +178,7 @@ def run(
             before_reload=before_reload,
             watch_imports=watch_imports,
             spare=spare,
+            ready_timeout=ready_timeout,
             _prepare=True,
         )
         code = anyio.run(partial(run_in_foreground, supervisor, status, control=os.getcwd()))

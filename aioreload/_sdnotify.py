@@ -131,12 +131,15 @@ class SystemdNotifier:
                 self._ready()
         elif kind is EventKind.READY:
             self._ready()
-        elif kind in (EventKind.RELOAD_FAILED, EventKind.SPAWN_FAILED, EventKind.SKIPPED) and (
-            self.reloading or not self.ready_sent
-        ):
+        elif kind in (
+            EventKind.RELOAD_FAILED,
+            EventKind.SPAWN_FAILED,
+            EventKind.SKIPPED,
+            EventKind.EXITED,
+        ) and (self.reloading):
             self.reloading = False
             self.ready_sent = True
-            why = event.message or str(kind)
+            why = event.message or f"the new child {kind} (exit status {event.returncode})"
             self.send(READY=1, STATUS=f"reload failed: {why}"[:_STATUS_MAX])
 
     def _ready(self) -> None:

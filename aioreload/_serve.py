@@ -231,7 +231,10 @@ def _serve(app: str, listeners: list[socket.socket]) -> int:
     except Exception as exc:
         _print_user_traceback(exc)
         return 1
-    _prepared()  # told to prepare: the app imported; wait for the word to go
+    try:
+        _prepared()  # told to prepare: the app imported; wait for the word to go
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT  # stopped before it was told to go
     server = Server(config)
     config.http_protocol_class = _graceful_protocol(config.http_protocol_class, server)
 

@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # never at run time: a cold start would not have imported typ
     from typing import Any
 
 _fd = int(os.environ.get("AIORELOAD_FD", "-1"))
-_allowed: tuple[str, ...] = ()
-_reported: set[str] = set()
+_allowed = ()  # type: tuple[str, ...]
+_reported = set()  # type: set[str]
 _FRAME = 4
 
 
@@ -89,7 +89,7 @@ def _json(value: object) -> str:
 
 
 def _send(op: str, **fields: object) -> None:
-    data = (_json({"op": op, **fields}) + "\n").encode("utf-8", "surrogateescape")
+    data = (_json({"op": op, **fields}) + "\n").encode("utf-8", "backslashreplace")
     view = memoryview(data)
     while view:
         view = view[os.write(_fd, view) :]
@@ -195,6 +195,10 @@ def _become(message: "dict[str, Any]", program: list[str]) -> None:
     main = type(sys)("__main__")
     main.__dict__.update(__builtins__=__builtins__, __annotations__={})
     sys.modules["__main__"] = main
+    # An exception the program lets out goes on up: the interpreter prints it, runs atexit
+    # handlers, waits for threads and exits (or dies of SIGINT) as after a cold start; only
+    # our own frames are taken out of the traceback it prints.
+    sys.excepthook = _without_our_frames(sys.excepthook)
     try:
         if program[0] == "-m":
             import runpy  # as -m does
@@ -210,22 +214,19 @@ def _become(message: "dict[str, Any]", program: list[str]) -> None:
         with open(path, "rb") as f:
             code = compile(f.read(), path, "exec", dont_inherit=True)
         exec(code, main.__dict__)
-    except SystemExit:
-        raise
-    except BaseException as exc:  # what the interpreter does with it, minus our own frames
-        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
-        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
-        if isinstance(exc, KeyboardInterrupt):  # die of SIGINT, as Python does
-            import signal
-
-            report_modules()  # we die of the signal: the finally below does not run
-            sys.stdout.flush()
-            sys.stderr.flush()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-        sys.exit(1)
     finally:
         report_modules()
+
+
+def _without_our_frames(hook: "Any") -> "Any":
+    here = os.path.realpath(__file__)
+
+    def excepthook(kind: "Any", value: "Any", tb: "Any") -> None:
+        while tb is not None and os.path.realpath(tb.tb_frame.f_code.co_filename) == here:
+            tb = tb.tb_next
+        hook(kind, value.with_traceback(tb) if value is not None else value, tb)
+
+    return excepthook
 
 
 def _main() -> None:

@@ -24,6 +24,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - anyio installs the backport
 
 from . import _validate
 from ._bus import EventBus, EventStream
+from ._childproc import wait_any
 from ._filter import PathFilter, split_watch
 from ._ipc import SUPPORTED as SPARE_SUPPORTED
 from ._loop import LoopConfig, ReloadLoop
@@ -307,14 +308,7 @@ class Supervisor:
                 raise SupervisorClosedError("the supervisor closed before the reload happened")
             return False
         if wait_ready:
-            async with anyio.create_task_group() as tg:
-
-                async def until(event: anyio.Event) -> None:
-                    await event.wait()
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(until, child.ready)
-                tg.start_soon(until, child.exited)
+            await wait_any(child.ready, child.exited)
         return True
 
     def request_reload(self) -> None:

@@ -43,6 +43,7 @@ import pytest
 from conftest import CHILDREN, Lines, Project
 from conftest import make_supervisor as make
 from test_cli import Cli, cli
+from test_serving import open_fds
 
 import aioreload
 from aioreload import EventKind, Supervisor, SupervisorEvent
@@ -296,15 +297,6 @@ def live_children(exclude: int | None) -> set[int]:
             if proc.pid != exclude and proc.status() != psutil.STATUS_ZOMBIE:
                 alive.add(proc.pid)
     return alive
-
-
-def open_fds() -> dict[int, str]:
-    """This process's descriptors and what they are."""
-    found = {}
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            found[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-    return found
 
 
 @contextlib.contextmanager
