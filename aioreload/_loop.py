@@ -122,6 +122,7 @@ class ReloadLoop:
         self._spare_lost = 0  # spares that died before they were warm, in a row
         self._spare_settled = anyio.Event()  # the spare is warm, or gone
         self._spare_spawning = False
+        self._preload_began = 0.0
         self._private = PrivateFolder()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> int:
@@ -640,6 +641,7 @@ class ReloadLoop:
         spare.generation = 0
         self._spare, self._warm = spare, None
         self._preloading = len(names)
+        self._preload_began = time.monotonic()
         try:
             await spare.send_frame({"op": "preload", "modules": names})
         except OSError:
@@ -656,6 +658,7 @@ class ReloadLoop:
             self._spare_lost = MAX_LOST
             self._discard(child)
             return
+        warm.elapsed = time.monotonic() - self._preload_began
         self._warm = warm
         self._spare_lost = 0
         rss = rss_bytes(child.pid)

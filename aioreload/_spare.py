@@ -106,6 +106,7 @@ class Warm:
     preloaded: int = 0
     failed: tuple[str, ...] = ()
     elapsed: float = 0.0
+    """Seconds from the preload list sent to this answer (the supervisor measures it)."""
 
     @classmethod
     def from_message(cls, message: Mapping[str, Any], preloaded: int) -> Warm | None:
@@ -114,13 +115,11 @@ class Warm:
         if not isinstance(files, dict) or not isinstance(dirs, dict) or message.get("tainted"):
             return None
         failed = message.get("failed")
-        elapsed = message.get("elapsed")
         return cls(
             files={str(k): int(v) for k, v in files.items() if isinstance(v, int)},
             dirs={str(k): int(v) for k, v in dirs.items() if isinstance(v, int)},
             preloaded=preloaded,
             failed=tuple(str(x) for x in failed) if isinstance(failed, list) else (),
-            elapsed=float(elapsed) if isinstance(elapsed, (int, float)) else 0.0,
         )
 
 
