@@ -176,16 +176,17 @@ class ChildProcess:
         """
         ours: socket.socket | None = None
         theirs: socket.socket | None = None
-        notify = None if notify_path is None else NotifyListener.bind(notify_path)
-        if _ipc.SUPPORTED:
-            ours, theirs = _ipc.make_pair()
-            if held and theirs.fileno() < _sockets.FIRST_FD + len(held):
-                # Its number must survive the moves to 3, 4, ... in the child.
-                moved = socket.socket(fileno=fcntl.fcntl(theirs, fcntl.F_DUPFD_CLOEXEC, 16))
-                theirs.close()
-                theirs = moved
+        notify: NotifyListener | None = None
         spawned_ns = time.time_ns()
         try:
+            notify = None if notify_path is None else NotifyListener.bind(notify_path)
+            if _ipc.SUPPORTED:
+                ours, theirs = _ipc.make_pair()
+                if held and theirs.fileno() < _sockets.FIRST_FD + len(held):
+                    # Its number must survive the moves to 3, 4, ... in the child.
+                    moved = socket.socket(fileno=fcntl.fcntl(theirs, fcntl.F_DUPFD_CLOEXEC, 16))
+                    theirs.close()
+                    theirs = moved
             full_env = child_env(
                 env,
                 reason=reason,

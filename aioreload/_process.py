@@ -293,18 +293,21 @@ class Child:
             kwargs["start_new_session"] = True
             kwargs["pass_fds"] = tuple(pass_fds)
         high: list[int] = []
-        if listen_fds:
-            _check_runnable(argv[0], env, cwd)  # the shell would only say so in the child's output
-            # Copies above the target range, for the shell to move; ours are closed below.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + len(listen_fds)) for fd in listen_fds]
-            argv = _shim(high, argv)
-            kwargs["pass_fds"] += tuple(high)
         started = time.monotonic()
         try:
+            if listen_fds:
+                _check_runnable(argv[0], env, cwd)  # the shell would only say so in the child's output
+                # Copies above the target range, for the shell to move; ours are closed below.
+                for fd in listen_fds:
+                    high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + len(listen_fds)))
+                argv = _shim(high, argv)
+                kwargs["pass_fds"] += tuple(high)
             with _default_disposition(stop_signal):
                 process = await anyio.open_process(
                     list(argv), stdin=None, stdout=None, stderr=None, env=dict(env), cwd=cwd, **kwargs
                 )
+        except SpawnError:  # said already (by _check_runnable)
+            raise
         except FileNotFoundError as exc:
             raise SpawnError(f"command not found: {argv[0]!r} (is it installed and on PATH?)") from exc
         except PermissionError as exc:

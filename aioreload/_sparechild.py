@@ -178,11 +178,19 @@ def report_modules() -> None:
         if path and path.startswith(_allowed):  # paths as loaded: no realpath per module at exit
             _reported.add(name)
             found.append([name, path])
-    if found:
-        try:  # noqa: SIM105 - contextlib is not ours to import (a cold start may not have it)
+    if not found:
+        return
+    # The program's own aioreload may be writing on the channel from another thread: then its
+    # channel (and its lock) carries our line too, so that the two never interleave.
+    child = sys.modules.get("aioreload.child")
+    channel = getattr(child, "_channel", None)
+    try:
+        if channel is not None:
+            channel.send("modules", modules=found)
+        else:
             _send("modules", modules=found)
-        except OSError:
-            pass
+    except OSError:
+        pass
 
 
 def _become(message: "dict[str, Any]", program: list[str]) -> None:

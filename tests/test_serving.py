@@ -963,3 +963,14 @@ async def test_cli_socket_in_use_is_one_line_exit_2(project: Project) -> None:
         async with cli(project, "--socket", address, "--", *child("ready_wait")) as proc:
             assert await proc.exit_code() == 2
     assert proc.stderr == [f"aioreload: error: cannot listen on {address}: Address already in use"]
+
+
+@pytest.mark.usefixtures("runtime_dir")
+@pytest.mark.parametrize("program", ["no-such-program-here", "./not-here.sh"])
+async def test_cli_socket_with_a_missing_command_is_one_line_exit_127(project: Project, program: str) -> None:
+    """Held sockets start the child through a shim: a missing program is still named, as exec would."""
+    async with cli(project, "--socket", "127.0.0.1:0", "--", program) as proc:
+        assert await proc.exit_code() == 127
+    assert proc.stderr == [
+        f"aioreload: error: command not found: {program!r} (is it installed and on PATH?)"
+    ], proc.stderr
