@@ -23,7 +23,6 @@ never without a serving child. Requests that arrive meanwhile wait for the next 
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import os
@@ -415,9 +414,7 @@ class ReloadLoop:
         """Stop a child that a ready successor replaced (it finishes its in-flight work)."""
         self._emit(EventKind.STOPPING, child, message=signal_name(self.config.stop_signal))
         began = time.monotonic()
-        code, killed = await child.stop(self.config.stop_signal, self.config.stop_timeout)
-        await child.exited.wait()
-        await self._forget(child)
+        code, killed = await self._stop_quietly(child)
         retired.set()
         elapsed = time.monotonic() - began
         self._emit(EventKind.STOPPED, child, returncode=code, elapsed=elapsed, killed=killed)
@@ -473,7 +470,7 @@ class ReloadLoop:
         """Start the next child: from the warm spare when there is a fresh one, else cold.
 
         With ``prepare`` its program imports its own module and waits for ``go``; it is not
-        announced (STARTED) then: :meth:`_go` does that once it runs.
+        announced (STARTED) then: :meth:`_prepared_reload` does that once it runs.
         """
         assert self._tg is not None
         self.state = SupervisorState.STARTING
@@ -482,25 +479,15 @@ class ReloadLoop:
         launcher = self.config.launcher
         child = None if launcher is None else await self._take_spare()
         from_spare = child is not None
+        if child is not None and not await self._launch(child, reason, changes, prepare):
+            logger.info("spare [pid %d] was gone when it was to start; starting cold", child.pid)
+            self._discard(child)
+            child, from_spare = None, False
         if child is None:
             command = self.config.command if launcher is None else launcher.argv
             child = await self._start_process(command, reason, changes, prepare=prepare and launcher is None)
-        child.generation, child.reason, child.changes = self.generation, reason, tuple(changes)
-        if launcher is not None:
-            env = self._child_env(reason, changes, child)
-            try:
-                await child.send_frame(launcher.start(env, prepare=prepare))
-            except OSError:
-                if not from_spare:  # a cold one died this very moment: its exit is on its way
-                    logger.debug("child %d was gone before it could start", child.pid)
-                else:  # the spare died after its check: start cold after all
-                    logger.info("spare [pid %d] was gone when it was to start; starting cold", child.pid)
-                    self._discard(child)
-                    from_spare = False
-                    child = await self._start_process(launcher.argv, reason, changes)
-                    child.generation, child.reason, child.changes = self.generation, reason, tuple(changes)
-                    with contextlib.suppress(OSError):
-                        await child.send_frame(launcher.start(env, prepare=prepare))
+            if not await self._launch(child, reason, changes, prepare):  # its exit is on its way
+                logger.debug("child %d was gone before it could start", child.pid)
         child.launched = time.monotonic()
         child.from_spare = from_spare
         child.launch_elapsed = child.launched - began if from_spare else child.launched - child.started
@@ -508,6 +495,21 @@ class ReloadLoop:
         if not prepare:
             self._announce(child)
         return child
+
+    async def _launch(
+        self, child: ChildProcess, reason: ReloadReason, changes: Sequence[str], prepare: bool
+    ) -> bool:
+        """Make ``child`` this generation's; through the bootstrap, tell it to start. ``False``: gone."""
+        child.generation, child.reason, child.changes = self.generation, reason, tuple(changes)
+        launcher = self.config.launcher
+        if launcher is None:
+            return True
+        env = self._child_env(reason, changes, child)
+        try:
+            await child.send_frame(launcher.start(env, prepare=prepare))
+        except OSError:
+            return False
+        return True
 
     async def _start_process(
         self, command: Sequence[str], reason: ReloadReason, changes: Sequence[str], *, prepare: bool = False
@@ -605,11 +607,16 @@ class ReloadLoop:
         spare.stopping = True
         self._tg.start_soon(self._stop_quietly, spare)
 
-    async def _stop_quietly(self, child: ChildProcess) -> None:
-        child.stopping = True
-        await child.stop(self.config.stop_signal, self.config.stop_timeout)
+    async def _stop_quietly(self, child: ChildProcess) -> tuple[int, bool]:
+        """Stop a child that is not the current one, wait until it is gone, forget it.
+
+        Returns:
+            Its exit status, and whether SIGKILL was needed.
+        """
+        result = await child.stop(self.config.stop_signal, self.config.stop_timeout)
         await child.exited.wait()
         await self._forget(child)
+        return result
 
     async def _prepare_spare(self, after: ChildProcess) -> None:
         """Once ``after`` is ready (or has run a while), start the spare that will replace it."""

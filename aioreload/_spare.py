@@ -21,7 +21,7 @@ The loop (``_loop``) owns the processes; this module only decides.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, final
 
@@ -147,8 +147,3 @@ def rss_bytes(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def env_updates(env: Mapping[str, str], prefixes: Sequence[str]) -> dict[str, str]:
-    """The variables of ``env`` a spare must take on when it becomes the child."""
-    return {key: value for key, value in env.items() if key.startswith(tuple(prefixes))}
